@@ -1,0 +1,249 @@
+//! The values that cross the [`Store`](crate::Store) trait.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A live key with everything the store knows about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Bytes,
+    /// Version of the write that produced `value`; `0` when the store keeps no versions.
+    pub version: u64,
+    /// When the key expires, if it does.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// The condition a [`put`](crate::Store::put) must meet to write.
+///
+/// `Always` is an unconditional write; `IfAbsent` creates; `IfVersion` updates the exact version
+/// (compare-and-swap).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Condition {
+    /// Write whatever is there.
+    #[default]
+    Always,
+    /// Write only if no live value exists; otherwise `AlreadyExists`.
+    IfAbsent,
+    /// Write only if the live value has this version; `NotFound` when absent, `Conflict` when
+    /// the version differs. `IfVersion(0)` is `Invalid`.
+    IfVersion(u64),
+}
+
+/// Options of [`put`](crate::Store::put). Build with the setters; new options never break
+/// callers.
+///
+/// ```
+/// use std::time::Duration;
+/// use store_core::{Condition, PutOptions};
+///
+/// let options = PutOptions::new().if_version(7).ttl(Duration::from_secs(30));
+/// assert_eq!(options.condition, Condition::IfVersion(7));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Time to live of the written value; `None` or zero means no expiry.
+    pub ttl: Option<Duration>,
+    /// When the write may happen.
+    pub condition: Condition,
+}
+
+impl PutOptions {
+    /// An unconditional write without expiry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the time to live.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets an optional time to live.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the condition.
+    #[must_use]
+    pub fn condition(mut self, condition: Condition) -> Self {
+        self.condition = condition;
+        self
+    }
+
+    /// Shorthand for `condition(Condition::IfAbsent)`.
+    #[must_use]
+    pub fn if_absent(self) -> Self {
+        self.condition(Condition::IfAbsent)
+    }
+
+    /// Shorthand for `condition(Condition::IfVersion(version))`.
+    #[must_use]
+    pub fn if_version(self, version: u64) -> Self {
+        self.condition(Condition::IfVersion(version))
+    }
+}
+
+/// Options of [`list`](crate::Store::list).
+///
+/// ```
+/// use store_core::ListOptions;
+///
+/// let options = ListOptions::new().prefix("user:").after("user:17").limit(50);
+/// assert_eq!(options.limit, Some(50));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only keys starting with this (empty: every key).
+    pub prefix: String,
+    /// Only keys strictly greater than this (a previous page's cursor).
+    pub after: Option<String>,
+    /// Page size: `None` or 0 means 100; above 1000 means 1000.
+    pub limit: Option<usize>,
+}
+
+impl ListOptions {
+    /// Every key, first page, default size.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the prefix.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets the exclusive lower bound.
+    #[must_use]
+    pub fn after(mut self, after: impl Into<String>) -> Self {
+        self.after = Some(after.into());
+        self
+    }
+
+    /// Sets an optional exclusive lower bound (a previous page's cursor).
+    #[must_use]
+    pub fn with_after(mut self, after: Option<String>) -> Self {
+        self.after = after;
+        self
+    }
+
+    /// Sets the page size.
+    #[must_use]
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// One page of [`list`](crate::Store::list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Live entries in byte order of their keys.
+    pub items: Vec<Entry>,
+    /// Last key of this page (`None` when the page is empty); pass it as `after` for the next.
+    pub cursor: Option<String>,
+    /// Whether more matching keys follow this page.
+    pub has_more: bool,
+}
+
+/// Which backend a store runs on.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Backend {
+    /// `store.memory`.
+    #[serde(rename = "memory")]
+    Memory,
+    /// `store.sql`.
+    #[serde(rename = "sql")]
+    Sql,
+    /// `store.kv.raft`.
+    #[serde(rename = "kv.raft")]
+    KvRaft,
+    /// `store.kv.crdt`.
+    #[serde(rename = "kv.crdt")]
+    KvCrdt,
+}
+
+impl Backend {
+    /// The backend's name: `memory`, `sql`, `kv.raft` or `kv.crdt`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Sql => "sql",
+            Self::KvRaft => "kv.raft",
+            Self::KvCrdt => "kv.crdt",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a reader can rely on.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Every operation appears to take effect at one instant between its call and its return,
+    /// across all nodes.
+    Linearizable,
+    /// Replicas converge once writes stop; reads may be stale.
+    Eventual,
+    /// One process (or one database) holds the data; no replication.
+    Local,
+}
+
+impl Consistency {
+    /// The name: `linearizable`, `eventual` or `local`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Linearizable => "linearizable",
+            Self::Eventual => "eventual",
+            Self::Local => "local",
+        }
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a store is and what it can do. Capabilities gate behaviour and the conformance suite.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInfo {
+    /// The store's id (`namespace:name` when built from a registry).
+    pub id: String,
+    /// The backend.
+    pub backend: Backend,
+    /// The consistency model.
+    pub consistency: Consistency,
+    /// Whether data survives a restart.
+    pub durable: bool,
+    /// Whether [`list`](crate::Store::list) is offered.
+    pub list: bool,
+    /// Whether entries carry versions (`IfVersion` needs it).
+    pub versioned: bool,
+    /// Whether `IfAbsent` (and, with `versioned`, `IfVersion`) is offered.
+    pub conditional_put: bool,
+    /// Whether TTLs are honoured.
+    pub ttl: bool,
+}

@@ -1,0 +1,235 @@
+//! Argument checks shared by every backend (SPEC §2–§3). Each backend calls these first, before
+//! any work, so a rejected call changes nothing.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::types::{Condition, ListOptions};
+
+/// Longest key, in UTF-8 bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+/// Default value size limit of a store: 1 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
+/// Longest TTL: 100 years of 365.25 days.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 31_557_600);
+/// Page size when the caller gives none (or 0).
+pub const DEFAULT_LIST_LIMIT: usize = 100;
+/// Largest page; larger requests are clamped to it.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Checks a key: 1..=1024 UTF-8 bytes without NUL.
+pub fn key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid("key: must not be empty"));
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(Error::invalid(format!(
+            "key {}: {} bytes, limit {MAX_KEY_LEN}",
+            quote(key),
+            key.len()
+        )));
+    }
+    if let Some(at) = key.find('\0') {
+        return Err(Error::invalid(format!(
+            "key {}: contains NUL at byte {at}",
+            quote(key)
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a value's size against the store's limit ("value too large: N bytes, limit M").
+pub fn value(len: usize, max_value_size: usize) -> Result<()> {
+    if len > max_value_size {
+        return Err(Error::value_too_large(len, max_value_size));
+    }
+    Ok(())
+}
+
+/// Checks a TTL and converts it to whole milliseconds: `None` and zero mean no expiry, a positive
+/// TTL under 1 ms rounds up to 1 ms, and over [`MAX_TTL`] is `Invalid`.
+pub fn ttl(ttl: Option<Duration>) -> Result<Option<u64>> {
+    let Some(ttl) = ttl.filter(|t| !t.is_zero()) else {
+        return Ok(None);
+    };
+    if ttl > MAX_TTL {
+        return Err(Error::invalid(format!(
+            "ttl {ttl:?}: longer than the limit of 100 years"
+        )));
+    }
+    let ms = ttl.as_millis().max(1);
+    // MAX_TTL in milliseconds fits comfortably in u64.
+    Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX)))
+}
+
+/// The absolute deadline (epoch ms) of a TTL of `ttl_ms` starting at `now_ms`.
+pub fn deadline(now_ms: u64, ttl_ms: Option<u64>) -> Option<u64> {
+    ttl_ms.map(|t| now_ms.saturating_add(t))
+}
+
+/// Whether a value with `deadline` (epoch ms) is live at `now_ms`: expired when `now >= deadline`.
+pub fn is_live(deadline: Option<u64>, now_ms: u64) -> bool {
+    deadline.is_none_or(|d| now_ms < d)
+}
+
+/// Checks that a store with these capabilities can honour `condition`: `IfVersion(0)` is
+/// `Invalid`; `IfAbsent` needs `conditional_put`; `IfVersion` needs it and `versioned`.
+pub fn condition(condition: Condition, conditional_put: bool, versioned: bool) -> Result<()> {
+    match condition {
+        Condition::Always => Ok(()),
+        Condition::IfVersion(0) => Err(Error::invalid(
+            "condition IfVersion(0): versions start at 1; 0 means unversioned",
+        )),
+        Condition::IfAbsent if !conditional_put => Err(Error::unsupported(
+            "condition IfAbsent: this store does not offer conditional puts",
+        )),
+        Condition::IfVersion(v) if !(conditional_put && versioned) => {
+            Err(Error::unsupported(format!(
+                "condition IfVersion({v}): this store does not keep versions"
+            )))
+        }
+        Condition::IfAbsent | Condition::IfVersion(_) => Ok(()),
+    }
+}
+
+/// Checks every argument of a `put`/`set` and returns its TTL in milliseconds.
+pub fn put(
+    k: &str,
+    value_len: usize,
+    ttl_arg: Option<Duration>,
+    cond: Condition,
+    max_value_size: usize,
+    conditional_put: bool,
+    versioned: bool,
+) -> Result<Option<u64>> {
+    key(k)?;
+    value(value_len, max_value_size)?;
+    let ttl_ms = ttl(ttl_arg)?;
+    condition(cond, conditional_put, versioned)?;
+    Ok(ttl_ms)
+}
+
+/// Checks list options and returns the effective page size.
+///
+/// `prefix` and `after` follow the key rules except that they may be empty (`after: ""` bounds
+/// nothing, since every key is greater than the empty string).
+pub fn list(options: &ListOptions) -> Result<usize> {
+    bound("prefix", &options.prefix)?;
+    if let Some(after) = &options.after {
+        bound("after", after)?;
+    }
+    Ok(match options.limit {
+        None | Some(0) => DEFAULT_LIST_LIMIT,
+        Some(n) => n.min(MAX_LIST_LIMIT),
+    })
+}
+
+/// The first key a list may return is `>= start` where `start` is the larger of `prefix` and
+/// `after`; whether `start` itself is excluded depends on which one it was.
+/// Returns `(start, exclusive)`.
+pub fn list_start<'a>(prefix: &'a str, after: Option<&'a str>) -> (&'a str, bool) {
+    match after {
+        Some(a) if a >= prefix => (a, true),
+        _ => (prefix, false),
+    }
+}
+
+fn bound(field: &str, s: &str) -> Result<()> {
+    if s.len() > MAX_KEY_LEN {
+        return Err(Error::invalid(format!(
+            "{field} {}: {} bytes, limit {MAX_KEY_LEN}",
+            quote(s),
+            s.len()
+        )));
+    }
+    if s.contains('\0') {
+        return Err(Error::invalid(format!(
+            "{field} {}: contains NUL",
+            quote(s)
+        )));
+    }
+    Ok(())
+}
+
+/// A key for an error message: debug-quoted and cut after 64 characters.
+pub fn quote(s: &str) -> String {
+    const SHOWN: usize = 64;
+    let mut out = String::new();
+    let mut chars = s.chars();
+    let head: String = chars.by_ref().take(SHOWN).collect();
+    let _ = write!(out, "{head:?}");
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn keys() {
+        assert!(key("a").is_ok());
+        assert!(key(&"k".repeat(1024)).is_ok());
+        assert!(key("ключ🔑").is_ok());
+        let e = key(&"k".repeat(1025)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert!(e.message().contains("1025 bytes"), "{e}");
+        assert!(e.message().contains('…'), "long keys are cut: {e}");
+        assert_eq!(key("").unwrap_err().kind(), ErrorKind::Invalid);
+        assert!(key("a\0b").unwrap_err().message().contains("NUL at byte 1"));
+    }
+
+    #[test]
+    fn ttls() {
+        assert_eq!(ttl(None).unwrap(), None);
+        assert_eq!(ttl(Some(Duration::ZERO)).unwrap(), None);
+        assert_eq!(ttl(Some(Duration::from_nanos(1))).unwrap(), Some(1));
+        assert_eq!(ttl(Some(Duration::from_micros(1500))).unwrap(), Some(1));
+        assert_eq!(ttl(Some(MAX_TTL)).unwrap(), Some(3_155_760_000_000));
+        let e = ttl(Some(MAX_TTL + Duration::from_millis(1))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+        assert!(e.message().starts_with("ttl "), "{e}");
+    }
+
+    #[test]
+    fn liveness_boundary() {
+        assert!(is_live(None, u64::MAX));
+        assert!(is_live(Some(10), 9));
+        assert!(!is_live(Some(10), 10));
+    }
+
+    #[test]
+    fn conditions() {
+        assert!(condition(Condition::Always, false, false).is_ok());
+        assert_eq!(
+            condition(Condition::IfVersion(0), true, true).unwrap_err().kind(),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            condition(Condition::IfAbsent, false, true).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        assert_eq!(
+            condition(Condition::IfVersion(3), true, false).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
+        assert!(condition(Condition::IfVersion(3), true, true).is_ok());
+    }
+
+    #[test]
+    fn list_limits_and_start() {
+        assert_eq!(list(&ListOptions::new()).unwrap(), 100);
+        assert_eq!(list(&ListOptions::new().limit(0)).unwrap(), 100);
+        assert_eq!(list(&ListOptions::new().limit(5000)).unwrap(), 1000);
+        assert_eq!(list(&ListOptions::new().after("")).unwrap(), 100);
+        let e = list(&ListOptions::new().prefix("a\0")).unwrap_err();
+        assert!(e.message().starts_with("prefix "), "{e}");
+        assert_eq!(list_start("b", Some("a")), ("b", false));
+        assert_eq!(list_start("b", Some("bc")), ("bc", true));
+        assert_eq!(list_start("", None), ("", false));
+    }
+}

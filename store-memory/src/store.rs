@@ -1,0 +1,618 @@
+//! [`MemoryStore`]: sharded hash maps for point operations, per-shard ordered sets for `list`,
+//! per-shard expiry indexes for cleanup.
+
+use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::fmt;
+use std::hash::BuildHasher;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use store_core::{
+    Backend, Clock, Condition, Consistency, Entry, Error, ListOptions, Page, PutOptions, Result,
+    SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
+};
+use tokio::task::JoinHandle;
+
+use crate::config::{Limits, MemoryConfig};
+
+/// Number of shards; a power of two so a hash picks one with a mask.
+const SHARDS: usize = 32;
+/// Most expired entries removed per shard lock acquisition by the cleanup timer.
+const PURGE_BATCH: usize = 1024;
+
+/// A bounded, concurrent in-memory store with TTLs (`store.memory`).
+///
+/// Keys are spread over 32 shards, each behind its own `RwLock`, so operations on different keys
+/// rarely contend and reads never block each other. Cloning is cheap and shares the data.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    limits: Limits,
+    clock: SharedClock,
+    shard_hasher: RandomState,
+    shards: Box<[Padded<RwLock<Shard>>]>,
+    /// Entries held, live or expired-but-not-yet-reclaimed. Never exceeds `max_size`.
+    stored: AtomicUsize,
+    /// The store-wide version counter; the next write gets this value.
+    next_version: AtomicU64,
+    cleanup: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Keeps each shard's lock on its own cache lines so two cores never fight over one line.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Arc<str>, Slot>,
+    /// Every key of `map`, ordered for `list`.
+    order: BTreeSet<Arc<str>>,
+    /// `(deadline, key)` of every entry with a deadline, earliest first.
+    expiry: BTreeSet<(u64, Arc<str>)>,
+}
+
+struct Slot {
+    key: Arc<str>,
+    value: Bytes,
+    version: u64,
+    deadline: Option<u64>,
+}
+
+/// Reads the clock at most once, and only if something needs the time.
+struct LazyNow<'a> {
+    clock: &'a dyn Clock,
+    ms: Cell<Option<u64>>,
+}
+
+impl<'a> LazyNow<'a> {
+    fn new(clock: &'a dyn Clock) -> Self {
+        Self {
+            clock,
+            ms: Cell::new(None),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        if let Some(ms) = self.ms.get() {
+            return ms;
+        }
+        let ms = self.clock.now_ms();
+        self.ms.set(Some(ms));
+        ms
+    }
+
+    fn is_live(&self, deadline: Option<u64>) -> bool {
+        deadline.is_none_or(|d| self.get() < d)
+    }
+}
+
+impl Shard {
+    fn live(&self, key: &str, now: &LazyNow<'_>) -> Option<&Slot> {
+        self.map.get(key).filter(|s| now.is_live(s.deadline))
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Slot> {
+        let slot = self.map.remove(key)?;
+        self.order.remove(key);
+        if let Some(d) = slot.deadline {
+            self.expiry.remove(&(d, Arc::clone(&slot.key)));
+        }
+        Some(slot)
+    }
+
+    /// Removes up to `budget` entries whose deadline is at or before `now`; returns how many.
+    fn purge(&mut self, now: u64, budget: usize) -> usize {
+        let mut removed = 0;
+        while removed < budget {
+            let Some((deadline, key)) = self.expiry.first().cloned() else {
+                break;
+            };
+            if deadline > now {
+                break;
+            }
+            self.expiry.pop_first();
+            self.map.remove(&key);
+            self.order.remove(&key);
+            removed += 1;
+        }
+        removed
+    }
+
+    fn has_due(&self, now: u64) -> bool {
+        self.expiry.first().is_some_and(|(d, _)| *d <= now)
+    }
+}
+
+/// What a successful write produced.
+struct Written {
+    version: u64,
+    deadline: Option<u64>,
+}
+
+impl Inner {
+    fn shard_index(&self, key: &str) -> usize {
+        // The shard hasher is seeded per store, so a client cannot aim many keys at one shard.
+        let hash = self.shard_hasher.hash_one(key);
+        (hash >> 32) as usize & (SHARDS - 1)
+    }
+
+    fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
+        self.shards[i].0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
+        self.shards[i].0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reclaims every expired entry, one bounded batch per lock acquisition.
+    fn purge_expired(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut total = 0;
+        for i in 0..SHARDS {
+            if !self.read(i).has_due(now) {
+                continue;
+            }
+            loop {
+                let removed = self.write(i).purge(now, PURGE_BATCH);
+                self.stored.fetch_sub(removed, Ordering::AcqRel);
+                total += removed;
+                if removed < PURGE_BATCH {
+                    break;
+                }
+            }
+        }
+        total
+    }
+
+    /// Takes one unit of capacity for a new key; false when the store holds `max_size` entries.
+    fn reserve(&self) -> bool {
+        let max = self.limits.max_size;
+        self.stored
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// The one write path. A full store reclaims expired entries once and tries again, so a new
+    /// key is refused only when `max_size` entries are live.
+    fn write_entry(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl_ms: Option<u64>,
+        condition: Condition,
+    ) -> Result<Written> {
+        if let Some(w) = self.try_write(key, &value, ttl_ms, condition)? {
+            return Ok(w);
+        }
+        self.purge_expired();
+        if let Some(w) = self.try_write(key, &value, ttl_ms, condition)? {
+            return Ok(w);
+        }
+        Err(Error::unavailable(format!(
+            "store is full: {} live keys (max_size {})",
+            self.stored.load(Ordering::Acquire),
+            self.limits.max_size
+        )))
+    }
+
+    /// Checks `condition` against the live entry and writes, all under the key's shard lock, so
+    /// conditions are atomic and a key's versions only grow. `None`: a new key found no room.
+    fn try_write(
+        &self,
+        key: &str,
+        value: &Bytes,
+        ttl_ms: Option<u64>,
+        condition: Condition,
+    ) -> Result<Option<Written>> {
+        let mut guard = self.write(self.shard_index(key));
+        let shard = &mut *guard;
+        let now = LazyNow::new(self.clock.as_ref());
+        let current = shard.live(key, &now).map(|s| s.version);
+        match (condition, current) {
+            (Condition::IfAbsent, Some(_)) => {
+                return Err(Error::already_exists(format!(
+                    "key {}: already exists",
+                    validate::quote(key)
+                )));
+            }
+            (Condition::IfVersion(want), None) => {
+                return Err(Error::not_found(format!(
+                    "key {}: absent, expected version {want}",
+                    validate::quote(key)
+                )));
+            }
+            (Condition::IfVersion(want), Some(have)) if want != have => {
+                return Err(Error::conflict(format!(
+                    "key {}: version is {have}, expected {want}",
+                    validate::quote(key)
+                )));
+            }
+            _ => {}
+        }
+        let deadline = ttl_ms.map(|t| now.get().saturating_add(t));
+        if let Some(slot) = shard.map.get_mut(key) {
+            if slot.deadline != deadline {
+                if let Some(old) = slot.deadline {
+                    shard.expiry.remove(&(old, Arc::clone(&slot.key)));
+                }
+                if let Some(new) = deadline {
+                    shard.expiry.insert((new, Arc::clone(&slot.key)));
+                }
+            }
+            let version = self.next_version.fetch_add(1, Ordering::AcqRel);
+            slot.value = value.clone();
+            slot.version = version;
+            slot.deadline = deadline;
+            return Ok(Some(Written { version, deadline }));
+        }
+        if !self.reserve() {
+            return Ok(None);
+        }
+        let version = self.next_version.fetch_add(1, Ordering::AcqRel);
+        let k: Arc<str> = Arc::from(key);
+        shard.order.insert(Arc::clone(&k));
+        if let Some(d) = deadline {
+            shard.expiry.insert((d, Arc::clone(&k)));
+        }
+        let slot = Slot {
+            key: Arc::clone(&k),
+            value: value.clone(),
+            version,
+            deadline,
+        };
+        shard.map.insert(k, slot);
+        Ok(Some(Written { version, deadline }))
+    }
+}
+
+/// Builds a [`MemoryStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use store_memory::MemoryStore;
+///
+/// let store = MemoryStore::builder()
+///     .id("app:cache")
+///     .max_size(1_000)
+///     .cleanup_interval(Duration::from_secs(60))
+///     .build();
+/// assert_eq!(store_core::Store::info(&store).id, "app:cache");
+/// ```
+#[derive(Debug)]
+pub struct MemoryStoreBuilder {
+    id: String,
+    limits: Limits,
+    clock: SharedClock,
+}
+
+impl MemoryStoreBuilder {
+    /// The store's id (default `memory`).
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Most live keys (default 10 000; 0 means the default).
+    #[must_use]
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.limits.max_size = if max_size == 0 {
+            crate::config::DEFAULT_MAX_SIZE
+        } else {
+            max_size
+        };
+        self
+    }
+
+    /// How often the cleanup timer reclaims expired keys (default 5 min; zero means the default).
+    #[must_use]
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.limits.cleanup_interval = if interval.is_zero() {
+            crate::config::DEFAULT_CLEANUP_INTERVAL
+        } else {
+            interval
+        };
+        self
+    }
+
+    /// Largest value in bytes (default 1 MiB).
+    #[must_use]
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.limits.max_value_size = bytes;
+        self
+    }
+
+    /// The clock every expiry decision reads (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Applies a registry entry's fields; errors name the field.
+    pub fn config(mut self, config: &MemoryConfig) -> Result<Self> {
+        self.limits = config.limits()?;
+        Ok(self)
+    }
+
+    /// The store. It serves requests at once; [`MemoryStore::start`] adds the cleanup timer.
+    pub fn build(self) -> MemoryStore {
+        let shards = (0..SHARDS)
+            .map(|_| Padded(RwLock::new(Shard::default())))
+            .collect();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                id: self.id,
+                limits: self.limits,
+                clock: self.clock,
+                shard_hasher: RandomState::new(),
+                shards,
+                stored: AtomicUsize::new(0),
+                next_version: AtomicU64::new(1),
+                cleanup: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A builder with every default.
+    pub fn builder() -> MemoryStoreBuilder {
+        MemoryStoreBuilder {
+            id: "memory".to_owned(),
+            limits: Limits::default(),
+            clock: system_clock(),
+        }
+    }
+
+    /// A store with every default.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Entries held, including expired ones not yet reclaimed (never more than `max_size`).
+    pub fn stored_len(&self) -> usize {
+        self.inner.stored.load(Ordering::Acquire)
+    }
+
+    /// Reclaims every expired entry now; returns how many. The cleanup timer calls this.
+    pub fn purge_expired(&self) -> usize {
+        self.inner.purge_expired()
+    }
+
+    /// Starts the cleanup timer on the current tokio runtime. Idempotent.
+    ///
+    /// Fails `Unavailable` outside a tokio runtime.
+    pub fn start(&self) -> Result<()> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::unavailable("memory store cleanup needs a tokio runtime").with_source(e)
+        })?;
+        let mut slot = self
+            .inner
+            .cleanup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let every = self.inner.limits.cleanup_interval;
+        // Anchored here, not when the task first runs, so the first sweep is `every` after start.
+        let _guard = handle.enter();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        *slot = Some(handle.spawn(async move {
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                inner.purge_expired();
+            }
+        }));
+        Ok(())
+    }
+
+    /// Stops the cleanup timer. Idempotent; the store keeps serving requests.
+    pub fn stop(&self) {
+        let handle = self
+            .inner
+            .cleanup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            h.abort();
+        }
+    }
+
+    /// Whether the cleanup timer is running.
+    pub fn is_started(&self) -> bool {
+        self.inner
+            .cleanup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|h| !h.is_finished())
+    }
+
+    fn check_put(&self, key: &str, value: &Bytes, ttl: Option<Duration>, c: Condition) -> Result<Option<u64>> {
+        validate::put(key, value.len(), ttl, c, self.inner.limits.max_value_size, true, true)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self.cleanup.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            h.abort();
+        }
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("id", &self.inner.id)
+            .field("limits", &self.inner.limits)
+            .field("stored", &self.stored_len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        validate::key(key)?;
+        let inner = &*self.inner;
+        let shard = inner.read(inner.shard_index(key));
+        let now = LazyNow::new(inner.clock.as_ref());
+        Ok(shard.live(key, &now).map(|s| s.value.clone()))
+    }
+
+    async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        validate::key(key)?;
+        let inner = &*self.inner;
+        let shard = inner.read(inner.shard_index(key));
+        let now = LazyNow::new(inner.clock.as_ref());
+        Ok(shard.live(key, &now).map(to_entry))
+    }
+
+    async fn has(&self, key: &str) -> Result<bool> {
+        validate::key(key)?;
+        let inner = &*self.inner;
+        let shard = inner.read(inner.shard_index(key));
+        let now = LazyNow::new(inner.clock.as_ref());
+        Ok(shard.live(key, &now).is_some())
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        let ttl_ms = self.check_put(key, &value, ttl, Condition::Always)?;
+        self.inner
+            .write_entry(key, value, ttl_ms, Condition::Always)
+            .map(drop)
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Entry> {
+        let ttl_ms = self.check_put(key, &value, options.ttl, options.condition)?;
+        let written = self
+            .inner
+            .write_entry(key, value.clone(), ttl_ms, options.condition)?;
+        Ok(Entry {
+            key: key.to_owned(),
+            value,
+            version: written.version,
+            expires_at: written.deadline.map(from_millis),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        validate::key(key)?;
+        let inner = &*self.inner;
+        let mut shard = inner.write(inner.shard_index(key));
+        let Some(slot) = shard.remove(key) else {
+            return Ok(false);
+        };
+        inner.stored.fetch_sub(1, Ordering::AcqRel);
+        let now = LazyNow::new(inner.clock.as_ref());
+        Ok(now.is_live(slot.deadline))
+    }
+
+    async fn list(&self, options: ListOptions) -> Result<Page> {
+        let limit = validate::list(&options)?;
+        let inner = &*self.inner;
+        // Reclaim what has expired first, so the scan below only skips entries that expire
+        // while it runs; each entry is reclaimed once, so this is amortised O(log n) per write.
+        let now_ms = inner.clock.now_ms();
+        if (0..SHARDS).any(|i| inner.read(i).has_due(now_ms)) {
+            inner.purge_expired();
+        }
+        let guards: Vec<RwLockReadGuard<'_, Shard>> = (0..SHARDS).map(|i| inner.read(i)).collect();
+        let prefix = options.prefix.as_str();
+        let (start, exclusive) = validate::list_start(prefix, options.after.as_deref());
+        let lower = if exclusive {
+            Bound::Excluded(start)
+        } else {
+            Bound::Included(start)
+        };
+        let mut cursors: Vec<_> = guards
+            .iter()
+            .map(|g| {
+                g.order
+                    .range::<str, _>((lower, Bound::Unbounded))
+                    .take_while(move |k| k.starts_with(prefix))
+                    .filter(move |k| g.map.get(&***k).is_some_and(|s| validate::is_live(s.deadline, now_ms)))
+            })
+            .collect();
+        // k-way merge of the shards' ordered ranges: O(shards · log n + page · log shards).
+        let mut heap = BinaryHeap::with_capacity(SHARDS);
+        for (i, c) in cursors.iter_mut().enumerate() {
+            if let Some(k) = c.next() {
+                heap.push(Reverse((Arc::clone(k), i)));
+            }
+        }
+        let mut items = Vec::with_capacity(limit.min(64));
+        let mut has_more = false;
+        while let Some(Reverse((key, i))) = heap.pop() {
+            if items.len() == limit {
+                has_more = true;
+                break;
+            }
+            if let Some(slot) = guards[i].map.get(&*key) {
+                items.push(to_entry(slot));
+            }
+            if let Some(next) = cursors[i].next() {
+                heap.push(Reverse((Arc::clone(next), i)));
+            }
+        }
+        let cursor = items.last().map(|e| e.key.clone());
+        Ok(Page {
+            items,
+            cursor,
+            has_more,
+        })
+    }
+
+    fn info(&self) -> StoreInfo {
+        StoreInfo {
+            id: self.inner.id.clone(),
+            backend: Backend::Memory,
+            consistency: Consistency::Local,
+            durable: false,
+            list: true,
+            versioned: true,
+            conditional_put: true,
+            ttl: true,
+        }
+    }
+}
+
+fn to_entry(slot: &Slot) -> Entry {
+    Entry {
+        key: slot.key.to_string(),
+        value: slot.value.clone(),
+        version: slot.version,
+        expires_at: slot.deadline.map(from_millis),
+    }
+}
