@@ -115,7 +115,10 @@ impl<'de> Deserialize<'de> for HumanDuration {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a duration string like \"500ms\", \"30s\" or \"1h30m\"")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+            fn visit_str<E: serde::de::Error>(
+                self,
+                v: &str,
+            ) -> std::result::Result<Self::Value, E> {
                 parse_duration(v)
                     .map(HumanDuration)
                     .map_err(|e| E::custom(e.message()))
@@ -159,7 +162,16 @@ mod tests {
 
     #[test]
     fn rejects_with_the_expected_form() {
-        for bad in ["30", "", "s", "5x", "1.5s", "-1s", "5m3", "99999999999999999999999h"] {
+        for bad in [
+            "30",
+            "",
+            "s",
+            "5x",
+            "1.5s",
+            "-1s",
+            "5m3",
+            "99999999999999999999999h",
+        ] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.message().contains("\"30s\""), "{bad}: {e}");
         }

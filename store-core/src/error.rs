@@ -275,6 +275,12 @@ mod tests {
         let e = Error::value_too_large(11, 10);
         assert_eq!(e.kind(), ErrorKind::Invalid);
         assert_eq!(e.message(), "value too large: 11 bytes, limit 10");
-        assert_eq!(e.too_large(), Some(TooLarge { size: 11, limit: 10 }));
+        assert_eq!(
+            e.too_large(),
+            Some(TooLarge {
+                size: 11,
+                limit: 10
+            })
+        );
     }
 }

@@ -57,12 +57,7 @@ pub trait StoreExt: Store {
     }
 
     /// Creates `key`; `AlreadyExists` if it is live.
-    async fn put_if_absent(
-        &self,
-        key: &str,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> Result<Entry> {
+    async fn put_if_absent(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<Entry> {
         self.put(key, value, PutOptions::new().with_ttl(ttl).if_absent())
             .await
     }
@@ -76,8 +71,12 @@ pub trait StoreExt: Store {
         value: Bytes,
         ttl: Option<Duration>,
     ) -> Result<Entry> {
-        self.put(key, value, PutOptions::new().with_ttl(ttl).if_version(version))
-            .await
+        self.put(
+            key,
+            value,
+            PutOptions::new().with_ttl(ttl).if_version(version),
+        )
+        .await
     }
 }
 

@@ -39,6 +39,4 @@ pub use duration::{HumanDuration, format_duration, parse_duration};
 pub use error::{Error, ErrorKind, Result, TooLarge};
 pub use ext::StoreExt;
 pub use store::{SharedStore, Store};
-pub use types::{
-    Backend, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo,
-};
+pub use types::{Backend, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo};

@@ -84,11 +84,9 @@ pub fn condition(condition: Condition, conditional_put: bool, versioned: bool) -
         Condition::IfAbsent if !conditional_put => Err(Error::unsupported(
             "condition IfAbsent: this store does not offer conditional puts",
         )),
-        Condition::IfVersion(v) if !(conditional_put && versioned) => {
-            Err(Error::unsupported(format!(
-                "condition IfVersion({v}): this store does not keep versions"
-            )))
-        }
+        Condition::IfVersion(v) if !(conditional_put && versioned) => Err(Error::unsupported(
+            format!("condition IfVersion({v}): this store does not keep versions"),
+        )),
         Condition::IfAbsent | Condition::IfVersion(_) => Ok(()),
     }
 }
@@ -206,15 +204,21 @@ mod tests {
     fn conditions() {
         assert!(condition(Condition::Always, false, false).is_ok());
         assert_eq!(
-            condition(Condition::IfVersion(0), true, true).unwrap_err().kind(),
+            condition(Condition::IfVersion(0), true, true)
+                .unwrap_err()
+                .kind(),
             ErrorKind::Invalid
         );
         assert_eq!(
-            condition(Condition::IfAbsent, false, true).unwrap_err().kind(),
+            condition(Condition::IfAbsent, false, true)
+                .unwrap_err()
+                .kind(),
             ErrorKind::Unsupported
         );
         assert_eq!(
-            condition(Condition::IfVersion(3), true, false).unwrap_err().kind(),
+            condition(Condition::IfVersion(3), true, false)
+                .unwrap_err()
+                .kind(),
             ErrorKind::Unsupported
         );
         assert!(condition(Condition::IfVersion(3), true, true).is_ok());

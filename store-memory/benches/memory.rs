@@ -1,1 +1,157 @@
-fn main() {}
+//! `cargo bench -p store-memory`: store-memory against moka (a bounded cache with TTL support)
+//! and dashmap (a bare concurrent map) on the same workloads, 100 000 keys, 1 and 2 threads.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use moka::sync::Cache;
+use store_core::Store;
+use store_memory::MemoryStore;
+use store_testkit::bench::{self, Rng, Row};
+
+const KEYS: usize = 100_000;
+const BATCH: u64 = 512;
+const TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy)]
+enum Work {
+    Get,
+    Set,
+    SetTtl,
+    /// 90 % get, 10 % set.
+    Mix,
+}
+
+impl Work {
+    fn name(self) -> &'static str {
+        match self {
+            Work::Get => "memory.get",
+            Work::Set => "memory.set",
+            Work::SetTtl => "memory.set_ttl",
+            Work::Mix => "memory.mix90",
+        }
+    }
+
+    fn is_write(self, rng: &mut Rng) -> bool {
+        match self {
+            Work::Get => false,
+            Work::Set | Work::SetTtl => true,
+            Work::Mix => rng.below(10) == 0,
+        }
+    }
+}
+
+fn ours(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) -> f64 {
+    let store = MemoryStore::builder().max_size(2 * KEYS).build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for k in keys.iter() {
+            store.set(k, value.clone(), None).await.unwrap();
+        }
+    });
+    let ttl = matches!(work, Work::SetTtl).then_some(TTL);
+    bench::run(threads, |t| {
+        let store = store.clone();
+        let keys = Arc::clone(keys);
+        let value = value.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut rng = Rng::new(t as u64 + 1);
+        move || {
+            rt.block_on(async {
+                for _ in 0..BATCH {
+                    let k = &keys[rng.below(KEYS)];
+                    if work.is_write(&mut rng) {
+                        store.set(k, value.clone(), ttl).await.unwrap();
+                    } else {
+                        std::hint::black_box(store.get(k).await.unwrap());
+                    }
+                }
+            });
+            BATCH
+        }
+    })
+}
+
+fn moka(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) -> f64 {
+    let mut builder = Cache::builder().max_capacity(2 * KEYS as u64);
+    if matches!(work, Work::SetTtl) {
+        builder = builder.time_to_live(TTL);
+    }
+    let cache: Cache<Arc<str>, Bytes> = builder.build();
+    for k in keys.iter() {
+        cache.insert(Arc::clone(k), value.clone());
+    }
+    bench::run(threads, |t| {
+        let cache = cache.clone();
+        let keys = Arc::clone(keys);
+        let value = value.clone();
+        let mut rng = Rng::new(t as u64 + 1);
+        move || {
+            for _ in 0..BATCH {
+                let k = &keys[rng.below(KEYS)];
+                if work.is_write(&mut rng) {
+                    cache.insert(Arc::clone(k), value.clone());
+                } else {
+                    std::hint::black_box(cache.get(k));
+                }
+            }
+            BATCH
+        }
+    })
+}
+
+fn dashmap(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) -> f64 {
+    let map: Arc<DashMap<Arc<str>, Bytes>> = Arc::new(DashMap::new());
+    for k in keys.iter() {
+        map.insert(Arc::clone(k), value.clone());
+    }
+    bench::run(threads, |t| {
+        let map = Arc::clone(&map);
+        let keys = Arc::clone(keys);
+        let value = value.clone();
+        let mut rng = Rng::new(t as u64 + 1);
+        move || {
+            for _ in 0..BATCH {
+                let k = &keys[rng.below(KEYS)];
+                if work.is_write(&mut rng) {
+                    map.insert(Arc::clone(k), value.clone());
+                } else {
+                    std::hint::black_box(map.get(k).map(|v| v.clone()));
+                }
+            }
+            BATCH
+        }
+    })
+}
+
+fn main() {
+    let keys: Arc<Vec<Arc<str>>> = Arc::new(
+        (0..KEYS)
+            .map(|i| Arc::from(format!("key:{i:06}")))
+            .collect(),
+    );
+    let value = Bytes::from(vec![0xAB; 64]);
+    let mut rows = Vec::new();
+    for work in [Work::Get, Work::Set, Work::SetTtl, Work::Mix] {
+        for threads in [1, 2] {
+            let ops = ours(work, threads, &keys, &value);
+            let moka_ops = moka(work, threads, &keys, &value);
+            let dash_ops = dashmap(work, threads, &keys, &value);
+            rows.push(Row {
+                bench: work.name().to_owned(),
+                threads,
+                ops_per_s: ops,
+                peers: vec![("moka".into(), moka_ops), ("dashmap".into(), dash_ops)],
+            });
+        }
+    }
+    bench::report("store-memory", &rows);
+}

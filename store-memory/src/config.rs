@@ -113,6 +113,9 @@ mod tests {
         assert!(e.to_string().contains("max_sise"), "{e}");
         let c: MemoryConfig =
             serde_json::from_str(r#"{"max_size": 3, "cleanup_interval": "10s"}"#).unwrap();
-        assert_eq!(c.limits().unwrap().cleanup_interval, Duration::from_secs(10));
+        assert_eq!(
+            c.limits().unwrap().cleanup_interval,
+            Duration::from_secs(10)
+        );
     }
 }

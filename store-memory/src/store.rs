@@ -148,11 +148,17 @@ impl Inner {
     }
 
     fn read(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
-        self.shards[i].0.read().unwrap_or_else(PoisonError::into_inner)
+        self.shards[i]
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn write(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
-        self.shards[i].0.write().unwrap_or_else(PoisonError::into_inner)
+        self.shards[i]
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reclaims every expired entry, one bounded batch per lock acquisition.
@@ -452,8 +458,22 @@ impl MemoryStore {
             .is_some_and(|h| !h.is_finished())
     }
 
-    fn check_put(&self, key: &str, value: &Bytes, ttl: Option<Duration>, c: Condition) -> Result<Option<u64>> {
-        validate::put(key, value.len(), ttl, c, self.inner.limits.max_value_size, true, true)
+    fn check_put(
+        &self,
+        key: &str,
+        value: &Bytes,
+        ttl: Option<Duration>,
+        c: Condition,
+    ) -> Result<Option<u64>> {
+        validate::put(
+            key,
+            value.len(),
+            ttl,
+            c,
+            self.inner.limits.max_value_size,
+            true,
+            true,
+        )
     }
 }
 
@@ -465,7 +485,12 @@ impl Default for MemoryStore {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(h) = self.cleanup.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(h) = self
+            .cleanup
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             h.abort();
         }
     }
@@ -562,7 +587,11 @@ impl Store for MemoryStore {
                 g.order
                     .range::<str, _>((lower, Bound::Unbounded))
                     .take_while(move |k| k.starts_with(prefix))
-                    .filter(move |k| g.map.get(&***k).is_some_and(|s| validate::is_live(s.deadline, now_ms)))
+                    .filter(move |k| {
+                        g.map
+                            .get(&***k)
+                            .is_some_and(|s| validate::is_live(s.deadline, now_ms))
+                    })
             })
             .collect();
         // k-way merge of the shards' ordered ranges: O(shards · log n + page · log shards).

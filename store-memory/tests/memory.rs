@@ -26,13 +26,22 @@ async fn new_key_in_a_full_store_is_unavailable_and_overwrites_succeed() {
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert!(e.retryable());
     assert!(e.message().starts_with("store is full"), "{e}");
-    let e = s.put("c", v("3"), PutOptions::new().if_absent()).await.unwrap_err();
+    let e = s
+        .put("c", v("3"), PutOptions::new().if_absent())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
-    assert_eq!(s.get("c").await.unwrap(), None, "a refused write changes nothing");
+    assert_eq!(
+        s.get("c").await.unwrap(),
+        None,
+        "a refused write changes nothing"
+    );
     // Overwrites of existing keys always succeed, conditional ones too.
     s.set("a", v("1b"), None).await.unwrap();
     let b = s.entry("b").await.unwrap().unwrap();
-    s.compare_and_swap("b", b.version, v("2b"), None).await.unwrap();
+    s.compare_and_swap("b", b.version, v("2b"), None)
+        .await
+        .unwrap();
     assert_eq!(s.get("a").await.unwrap(), Some(v("1b")));
     // A delete frees a place.
     assert!(s.delete("a").await.unwrap());
@@ -43,25 +52,38 @@ async fn new_key_in_a_full_store_is_unavailable_and_overwrites_succeed() {
 async fn expired_keys_never_count_towards_max_size() {
     let clock = ManualClock::at_millis(1_000);
     let s = store(2, &clock);
-    s.set("a", v("1"), Some(Duration::from_secs(1))).await.unwrap();
+    s.set("a", v("1"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     s.set("b", v("2"), None).await.unwrap();
     clock.advance(Duration::from_secs(1));
     // "a" has expired but no cleanup ran: the store still has room for one new key.
     assert_eq!(s.stored_len(), 2);
     s.set("c", v("3"), None).await.unwrap();
-    assert_eq!(s.stored_len(), 2, "the expired entry was reclaimed to make room");
+    assert_eq!(
+        s.stored_len(),
+        2,
+        "the expired entry was reclaimed to make room"
+    );
     assert_eq!(s.get("a").await.unwrap(), None);
-    assert_eq!(s.set("d", v("4"), None).await.unwrap_err().kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        s.set("d", v("4"), None).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
 }
 
 #[tokio::test]
 async fn rewriting_an_expired_key_in_a_full_store_succeeds() {
     let clock = ManualClock::at_millis(1_000);
     let s = store(2, &clock);
-    s.set("a", v("1"), Some(Duration::from_millis(5))).await.unwrap();
+    s.set("a", v("1"), Some(Duration::from_millis(5)))
+        .await
+        .unwrap();
     s.set("b", v("2"), None).await.unwrap();
     clock.advance(Duration::from_millis(5));
-    s.put("a", v("again"), PutOptions::new().if_absent()).await.unwrap();
+    s.put("a", v("again"), PutOptions::new().if_absent())
+        .await
+        .unwrap();
     assert_eq!(s.get("a").await.unwrap(), Some(v("again")));
 }
 
@@ -91,7 +113,9 @@ async fn cleanup_timer_reclaims_and_stops() {
         .clock(clock.shared())
         .cleanup_interval(Duration::from_secs(60))
         .build();
-    s.set("a", v("1"), Some(Duration::from_secs(1))).await.unwrap();
+    s.set("a", v("1"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(2));
     s.start().unwrap();
     s.start().unwrap(); // idempotent
@@ -103,12 +127,18 @@ async fn cleanup_timer_reclaims_and_stops() {
     s.stop();
     s.stop(); // idempotent
     assert!(!s.is_started());
-    s.set("b", v("1"), Some(Duration::from_secs(1))).await.unwrap();
+    s.set("b", v("1"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
     clock.advance(Duration::from_secs(2));
     tokio::time::advance(Duration::from_secs(600)).await;
     tokio::task::yield_now().await;
     assert_eq!(s.stored_len(), 1, "a stopped timer reclaims nothing");
-    assert_eq!(s.get("b").await.unwrap(), None, "expiry does not wait for cleanup");
+    assert_eq!(
+        s.get("b").await.unwrap(),
+        None,
+        "expiry does not wait for cleanup"
+    );
 }
 
 /// Polls `cond` on the runtime's (paused) clock with a deadline, instead of a fixed sleep.
@@ -139,7 +169,10 @@ async fn config_limits_apply() {
     let e = s.set("a", v("12345"), None).await.unwrap_err();
     assert_eq!(e.message(), "value too large: 5 bytes, limit 4");
     s.set("a", v("1234"), None).await.unwrap();
-    assert_eq!(s.set("b", v("1"), None).await.unwrap_err().kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        s.set("b", v("1"), None).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
     let bad = MemoryConfig {
         max_size: -5,
         ..MemoryConfig::default()

@@ -148,7 +148,11 @@ pub async fn expired_key_is_absent_to_every_read<S: Store>(s: S, h: Harness) {
 pub async fn expiry_is_exact_at_the_deadline<S: Store>(s: S, h: Harness) {
     ok(s.set("k", b("v"), Some(ms(1000))).await);
     h.advance(ms(999));
-    assert_eq!(ok(s.get("k").await), Some(b("v")), "1 ms before the deadline");
+    assert_eq!(
+        ok(s.get("k").await),
+        Some(b("v")),
+        "1 ms before the deadline"
+    );
     assert!(ok(s.has("k").await));
     assert!(ok(s.entry("k").await).is_some());
     h.advance(ms(1));
@@ -184,7 +188,9 @@ pub async fn sub_millisecond_ttl_rounds_up_to_one_ms<S: Store>(s: S, h: Harness)
 
 pub async fn zero_ttl_means_no_expiry<S: Store>(s: S, h: Harness) {
     ok(s.set("k", b("v"), Some(Duration::ZERO)).await);
-    let e = ok(s.put("p", b("v"), PutOptions::new().ttl(Duration::ZERO)).await);
+    let e = ok(s
+        .put("p", b("v"), PutOptions::new().ttl(Duration::ZERO))
+        .await);
     assert_eq!(e.expires_at, None);
     assert_eq!(ok(s.entry("k").await).map(|e| e.expires_at), Some(None));
     h.advance(secs(50 * 365 * 24 * 3600));
@@ -249,7 +255,10 @@ async fn every_method_rejects<S: Store>(s: &S, key: &str) {
     err(s.entry(key).await, ErrorKind::Invalid);
     err(s.has(key).await, ErrorKind::Invalid);
     err(s.set(key, b("v"), None).await, ErrorKind::Invalid);
-    err(s.put(key, b("v"), PutOptions::new()).await, ErrorKind::Invalid);
+    err(
+        s.put(key, b("v"), PutOptions::new()).await,
+        ErrorKind::Invalid,
+    );
     err(
         s.put(key, b("v"), PutOptions::new().if_absent()).await,
         ErrorKind::Invalid,
@@ -278,7 +287,15 @@ pub async fn key_with_nul_is_invalid<S: Store>(s: S, _h: Harness) {
 
 pub async fn multibyte_keys_round_trip<S: Store>(s: S, _h: Harness) {
     // NFC and NFD forms of "é" are different keys: keys are opaque bytes.
-    let names = ["ключ", "🔑", "日本語", "\u{e9}", "e\u{301}", "a:b:c", ":lead"];
+    let names = [
+        "ключ",
+        "🔑",
+        "日本語",
+        "\u{e9}",
+        "e\u{301}",
+        "a:b:c",
+        ":lead",
+    ];
     for k in names {
         ok(s.set(k, b(&format!("value of {k}")), None).await);
     }
@@ -304,7 +321,10 @@ pub async fn value_size_limit_is_enforced<S: Store>(s: S, h: Harness) {
         format!("value too large: {} bytes, limit {limit}", limit + 1)
     );
     assert!(e.too_large().is_some());
-    err(s.put("big", over, PutOptions::new()).await, ErrorKind::Invalid);
+    err(
+        s.put("big", over, PutOptions::new()).await,
+        ErrorKind::Invalid,
+    );
     assert_eq!(ok(s.get("big").await), None);
 }
 
@@ -344,8 +364,16 @@ pub async fn rejected_calls_change_nothing<S: Store>(s: S, _h: Harness) {
     assert!(s.put("k", big, PutOptions::new()).await.is_err());
     let forever = validate::MAX_TTL * 2;
     assert!(s.set("k", b("changed"), Some(forever)).await.is_err());
-    assert!(s.put("k", b("changed"), PutOptions::new().if_version(0)).await.is_err());
-    assert!(s.put("k", b("changed"), PutOptions::new().if_absent()).await.is_err());
+    assert!(
+        s.put("k", b("changed"), PutOptions::new().if_version(0))
+            .await
+            .is_err()
+    );
+    assert!(
+        s.put("k", b("changed"), PutOptions::new().if_absent())
+            .await
+            .is_err()
+    );
     if let Some(e) = &before {
         let wrong = e.version.wrapping_add(1_000_000).max(1);
         assert!(
@@ -356,7 +384,11 @@ pub async fn rejected_calls_change_nothing<S: Store>(s: S, _h: Harness) {
     }
     assert!(s.set("", b("changed"), None).await.is_err());
     assert!(s.delete("k\0").await.is_err());
-    assert!(s.put("new", b("v"), PutOptions::new().if_version(0)).await.is_err());
+    assert!(
+        s.put("new", b("v"), PutOptions::new().if_version(0))
+            .await
+            .is_err()
+    );
     assert!(s.list(ListOptions::new().prefix("\0")).await.is_err());
 
     assert_eq!(ok(s.entry("k").await), before);
@@ -418,7 +450,9 @@ pub async fn put_expiry_comes_from_its_own_ttl<S: Store>(s: S, h: Harness) {
     let e = ok(s.put("k", b("v"), PutOptions::new().ttl(secs(5))).await);
     assert_eq!(e.expires_at, Some(at(&h, secs(5))));
     if can_if_version(&s) {
-        let e = ok(s.put("k", b("w"), PutOptions::new().if_version(e.version)).await);
+        let e = ok(s
+            .put("k", b("w"), PutOptions::new().if_version(e.version))
+            .await);
         assert_eq!(e.expires_at, None, "IfVersion without TTL clears it too");
         h.advance(secs(10));
         assert_eq!(ok(s.get("k").await), Some(b("w")));
@@ -439,7 +473,10 @@ pub async fn if_absent_on_absent_key_writes<S: Store>(s: S, _h: Harness) {
 
 pub async fn if_absent_on_live_key_is_already_exists<S: Store>(s: S, _h: Harness) {
     if !can_if_absent(&s) {
-        return skipped("if_absent_on_live_key_is_already_exists", "no conditional puts");
+        return skipped(
+            "if_absent_on_live_key_is_already_exists",
+            "no conditional puts",
+        );
     }
     ok(s.set("k", b("first"), Some(secs(60))).await);
     let before = ok(s.entry("k").await);
@@ -482,7 +519,8 @@ pub async fn if_version_on_expired_key_is_not_found<S: Store>(s: S, h: Harness) 
     let e = ok(s.put("k", b("v"), PutOptions::new().ttl(secs(1))).await);
     h.advance(secs(1));
     err(
-        s.put("k", b("w"), PutOptions::new().if_version(e.version)).await,
+        s.put("k", b("w"), PutOptions::new().if_version(e.version))
+            .await,
         ErrorKind::NotFound,
     );
     assert_eq!(ok(s.get("k").await), None);
@@ -495,7 +533,8 @@ pub async fn if_version_mismatch_is_conflict<S: Store>(s: S, _h: Harness) {
     let e = ok(s.put("k", b("v"), PutOptions::new()).await);
     let wrong = e.version + 1_000;
     let conflict = err(
-        s.put("k", b("w"), PutOptions::new().if_version(wrong)).await,
+        s.put("k", b("w"), PutOptions::new().if_version(wrong))
+            .await,
         ErrorKind::Conflict,
     );
     assert!(conflict.retryable());
@@ -514,14 +553,16 @@ pub async fn if_version_match_writes_a_newer_version<S: Store>(s: S, _h: Harness
     assert_eq!(second.value, b("v2"));
     assert_eq!(ok(s.get("k").await), Some(b("v2")));
     err(
-        s.put("k", b("v3"), PutOptions::new().if_version(first.version)).await,
+        s.put("k", b("v3"), PutOptions::new().if_version(first.version))
+            .await,
         ErrorKind::Conflict,
     );
 }
 
 pub async fn if_version_zero_is_invalid<S: Store>(s: S, _h: Harness) {
     err(
-        s.put("absent", b("v"), PutOptions::new().if_version(0)).await,
+        s.put("absent", b("v"), PutOptions::new().if_version(0))
+            .await,
         ErrorKind::Invalid,
     );
     ok(s.set("k", b("v"), None).await);
@@ -585,7 +626,10 @@ pub async fn unsupported_conditions_write_nothing<S: Store>(s: S, _h: Harness) {
 
 pub async fn concurrent_compare_and_swap_loses_no_increment<S: Store>(s: S, _h: Harness) {
     if !can_if_version(&s) {
-        return skipped("concurrent_compare_and_swap_loses_no_increment", "no versions");
+        return skipped(
+            "concurrent_compare_and_swap_loses_no_increment",
+            "no versions",
+        );
     }
     const TASKS: u64 = 8;
     const INCREMENTS: u64 = 50;
@@ -698,7 +742,11 @@ pub async fn list_filters_by_prefix<S: Store>(s: S, _h: Harness) {
     if !list_gate(&s, "list_filters_by_prefix") {
         return;
     }
-    set_all(&s, &["user:1", "user:2", "users", "use", "other", "user:\u{e9}"]).await;
+    set_all(
+        &s,
+        &["user:1", "user:2", "users", "use", "other", "user:\u{e9}"],
+    )
+    .await;
     let with = |p: &str| ListOptions::new().prefix(p);
     let page = ok(s.list(with("user:")).await);
     assert_eq!(keys(&page), ["user:1", "user:2", "user:\u{e9}"]);
@@ -773,7 +821,9 @@ pub async fn list_limit_is_clamped_at_1000<S: Store>(s: S, _h: Harness) {
     let page = ok(s.list(ListOptions::new().limit(5000)).await);
     assert_eq!(page.items.len(), 1000);
     assert!(page.has_more);
-    let rest = ok(s.list(ListOptions::new().with_after(page.cursor).limit(5000)).await);
+    let rest = ok(s
+        .list(ListOptions::new().with_after(page.cursor).limit(5000))
+        .await);
     assert_eq!(rest.items.len(), 1);
     assert!(!rest.has_more);
 }
@@ -791,8 +841,13 @@ pub async fn list_cursor_is_last_key_and_has_more_is_exact<S: Store>(s: S, _h: H
     let first = ok(s.list(ListOptions::new().limit(5)).await);
     assert!(first.has_more);
     assert_eq!(first.cursor.as_deref(), Some(names[4].as_str()));
-    let second = ok(s.list(ListOptions::new().with_after(first.cursor).limit(5)).await);
-    assert_eq!(keys(&second), names[5..].iter().map(String::as_str).collect::<Vec<_>>());
+    let second = ok(s
+        .list(ListOptions::new().with_after(first.cursor).limit(5))
+        .await);
+    assert_eq!(
+        keys(&second),
+        names[5..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
     assert!(!second.has_more);
 }
 
@@ -806,7 +861,9 @@ pub async fn list_pages_through_2500_keys<S: Store>(s: S, _h: Harness) {
         let mut after = None;
         let mut pages = 0;
         loop {
-            let page = ok(s.list(ListOptions::new().with_after(after).limit(limit)).await);
+            let page = ok(s
+                .list(ListOptions::new().with_after(after).limit(limit))
+                .await);
             pages += 1;
             assert!(page.items.len() <= limit);
             seen.extend(page.items.into_iter().map(|e| e.key));
@@ -858,11 +915,20 @@ pub async fn list_options_are_validated<S: Store>(s: S, _h: Harness) {
         return;
     }
     let long = "p".repeat(validate::MAX_KEY_LEN + 1);
-    let e = err(s.list(ListOptions::new().prefix("a\0")).await, ErrorKind::Invalid);
+    let e = err(
+        s.list(ListOptions::new().prefix("a\0")).await,
+        ErrorKind::Invalid,
+    );
     assert!(e.message().contains("prefix"), "{e}");
-    let e = err(s.list(ListOptions::new().after(long.clone())).await, ErrorKind::Invalid);
+    let e = err(
+        s.list(ListOptions::new().after(long.clone())).await,
+        ErrorKind::Invalid,
+    );
     assert!(e.message().contains("after"), "{e}");
-    err(s.list(ListOptions::new().prefix(long)).await, ErrorKind::Invalid);
+    err(
+        s.list(ListOptions::new().prefix(long)).await,
+        ErrorKind::Invalid,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

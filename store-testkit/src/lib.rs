@@ -18,6 +18,7 @@
 //!
 //! The suite must never sleep to wait for time: every TTL case moves the manual clock.
 
+pub mod bench;
 pub mod cases;
 pub mod model;
 

