@@ -1,5 +1,5 @@
 //! The conformance cases. Each is named after the `# Behavior` bullet of
-//! [`Store`](store_core::Store) it checks, takes a fresh store and its [`Harness`], and panics
+//! [`store_core::Store`] it checks, takes a fresh store and its [`Harness`], and panics
 //! with a message naming what differed.
 
 #![allow(missing_docs)] // each case's doc is its bullet on the Store trait

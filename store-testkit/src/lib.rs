@@ -3,7 +3,7 @@
 //! A backend adopts the whole suite in one line per flavour: a factory builds a fresh store with
 //! default limits that reads the [`Harness`]'s manual clock.
 //!
-//! ```ignore
+//! ```text
 //! mod concrete {
 //!     store_testkit::conformance_suite!(|h: store_testkit::Harness| async move {
 //!         store_memory::MemoryStore::builder().clock(h.shared_clock()).build()

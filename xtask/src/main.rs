@@ -65,7 +65,11 @@ fn cargo() -> Command {
 }
 
 fn run(mut cmd: Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let shown = format!("`cargo {}`", args.join(" "));
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {shown}"))?;
