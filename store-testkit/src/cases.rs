@@ -530,15 +530,22 @@ pub async fn if_version_mismatch_is_conflict<S: Store>(s: S, _h: Harness) {
     if !can_if_version(&s) {
         return skipped("if_version_mismatch_is_conflict", "no versions");
     }
+    let old = ok(s.put("k", b("old"), PutOptions::new()).await);
     let e = ok(s.put("k", b("v"), PutOptions::new()).await);
-    let wrong = e.version + 1_000;
-    let conflict = err(
-        s.put("k", b("w"), PutOptions::new().if_version(wrong))
-            .await,
-        ErrorKind::Conflict,
-    );
-    assert!(conflict.retryable());
-    assert_eq!(ok(s.entry("k").await), Some(e));
+    // Both a newer and an older version than the live one are mismatches.
+    for wrong in [e.version + 1_000, old.version] {
+        let conflict = err(
+            s.put("k", b("w"), PutOptions::new().if_version(wrong))
+                .await,
+            ErrorKind::Conflict,
+        );
+        assert!(conflict.retryable());
+        assert_eq!(
+            ok(s.entry("k").await),
+            Some(e.clone()),
+            "IfVersion({wrong})"
+        );
+    }
 }
 
 pub async fn if_version_match_writes_a_newer_version<S: Store>(s: S, _h: Harness) {

@@ -27,8 +27,10 @@ pub enum CondChoice {
     IfAbsent,
     /// `IfVersion` with the key's current version (or 1 if it has none).
     IfCurrent,
-    /// `IfVersion` with a version the key does not have.
+    /// `IfVersion` with a version above the key's current one.
     IfStale,
+    /// `IfVersion` with the version the key had before its latest write (if it had one).
+    IfOlder,
     /// `IfVersion(0)`.
     IfZero,
 }
@@ -84,6 +86,7 @@ fn cond() -> impl Strategy<Value = CondChoice> {
         Just(CondChoice::IfAbsent),
         Just(CondChoice::IfCurrent),
         Just(CondChoice::IfStale),
+        Just(CondChoice::IfOlder),
         Just(CondChoice::IfZero),
     ]
 }
@@ -120,6 +123,8 @@ struct Model {
     now: u64,
     cells: BTreeMap<String, Cell>,
     last_version: HashMap<String, u64>,
+    /// The version each key had before its latest write.
+    previous_version: HashMap<String, u64>,
 }
 
 impl Model {
@@ -152,7 +157,9 @@ impl Model {
                 "version of {k:?} went from {last} to {}",
                 written.version
             );
-            self.last_version.insert(k.to_owned(), written.version);
+            if let Some(prev) = self.last_version.insert(k.to_owned(), written.version) {
+                self.previous_version.insert(k.to_owned(), prev);
+            }
         } else {
             prop_assert_eq!(written.version, 0);
         }
@@ -178,6 +185,7 @@ async fn check<S: Store>(store: S, harness: Harness, ops: Vec<Op>) -> Result<(),
         now: store_core::Clock::now_ms(harness.clock()),
         cells: BTreeMap::new(),
         last_version: HashMap::new(),
+        previous_version: HashMap::new(),
     };
     for (step, op) in ops.into_iter().enumerate() {
         let ctx = format!("step {step}: {op:?}");
@@ -215,6 +223,9 @@ async fn check<S: Store>(store: S, harness: Harness, ops: Vec<Op>) -> Result<(),
                     CondChoice::IfCurrent => Condition::IfVersion(current.unwrap_or(1).max(1)),
                     CondChoice::IfStale => {
                         Condition::IfVersion(current.unwrap_or(0) + 1_000_000_007)
+                    }
+                    CondChoice::IfOlder => {
+                        Condition::IfVersion(m.previous_version.get(k).copied().unwrap_or(1).max(1))
                     }
                     CondChoice::IfZero => Condition::IfVersion(0),
                 };
