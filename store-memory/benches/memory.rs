@@ -139,8 +139,16 @@ fn main() {
             .collect(),
     );
     let value = Bytes::from(vec![0xAB; 64]);
+    // `cargo bench -p store-memory -- get` runs only workloads whose name contains "get".
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let mut rows = Vec::new();
     for work in [Work::Get, Work::Set, Work::SetTtl, Work::Mix] {
+        if !filters.is_empty() && !filters.iter().any(|f| work.name().contains(f.as_str())) {
+            continue;
+        }
         for threads in [1, 2] {
             let ops = ours(work, threads, &keys, &value);
             let moka_ops = moka(work, threads, &keys, &value);

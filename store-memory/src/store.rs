@@ -200,12 +200,13 @@ impl Inner {
         ttl_ms: Option<u64>,
         condition: Condition,
     ) -> Result<Written> {
-        if let Some(w) = self.try_write(key, &value, ttl_ms, condition)? {
-            return Ok(w);
-        }
+        let value = match self.try_write(key, value, ttl_ms, condition)? {
+            Ok(written) => return Ok(written),
+            Err(value) => value,
+        };
         self.purge_expired();
-        if let Some(w) = self.try_write(key, &value, ttl_ms, condition)? {
-            return Ok(w);
+        if let Ok(written) = self.try_write(key, value, ttl_ms, condition)? {
+            return Ok(written);
         }
         Err(Error::unavailable(format!(
             "store is full: {} live keys (max_size {})",
@@ -215,14 +216,15 @@ impl Inner {
     }
 
     /// Checks `condition` against the live entry and writes, all under the key's shard lock, so
-    /// conditions are atomic and a key's versions only grow. `None`: a new key found no room.
+    /// conditions are atomic and a key's versions only grow. `Ok(Err(value))`: a new key found
+    /// no room, and the value comes back for the retry.
     fn try_write(
         &self,
         key: &str,
-        value: &Bytes,
+        value: Bytes,
         ttl_ms: Option<u64>,
         condition: Condition,
-    ) -> Result<Option<Written>> {
+    ) -> Result<Result<Written, Bytes>> {
         let mut guard = self.write(self.shard_index(key));
         let shard = &mut *guard;
         let now = LazyNow::new(self.clock.as_ref());
@@ -259,13 +261,13 @@ impl Inner {
                 }
             }
             let version = self.next_version.fetch_add(1, Ordering::AcqRel);
-            slot.value = value.clone();
+            slot.value = value;
             slot.version = version;
             slot.deadline = deadline;
-            return Ok(Some(Written { version, deadline }));
+            return Ok(Ok(Written { version, deadline }));
         }
         if !self.reserve() {
-            return Ok(None);
+            return Ok(Err(value));
         }
         let version = self.next_version.fetch_add(1, Ordering::AcqRel);
         let k: Arc<str> = Arc::from(key);
@@ -275,12 +277,12 @@ impl Inner {
         }
         let slot = Slot {
             key: Arc::clone(&k),
-            value: value.clone(),
+            value,
             version,
             deadline,
         };
         shard.map.insert(k, slot);
-        Ok(Some(Written { version, deadline }))
+        Ok(Ok(Written { version, deadline }))
     }
 }
 
