@@ -80,17 +80,21 @@ fn ours(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) ->
     })
 }
 
-fn moka(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) -> f64 {
-    let mut builder = Cache::builder().max_capacity(2 * KEYS as u64);
-    if matches!(work, Work::SetTtl) {
-        builder = builder.time_to_live(TTL);
-    }
-    let cache: Cache<Arc<str>, Bytes> = builder.build();
+/// Runs `work` on a synchronous peer through its `get` and `insert`.
+fn run_peer<P: Clone + Send + 'static>(
+    work: Work,
+    threads: usize,
+    keys: &Arc<Vec<Arc<str>>>,
+    value: &Bytes,
+    peer: P,
+    get: fn(&P, &Arc<str>),
+    insert: fn(&P, Arc<str>, Bytes),
+) -> f64 {
     for k in keys.iter() {
-        cache.insert(Arc::clone(k), value.clone());
+        insert(&peer, Arc::clone(k), value.clone());
     }
     bench::run(threads, |t| {
-        let cache = cache.clone();
+        let peer = peer.clone();
         let keys = Arc::clone(keys);
         let value = value.clone();
         let mut rng = Rng::new(t as u64 + 1);
@@ -98,9 +102,9 @@ fn moka(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) ->
             for _ in 0..BATCH {
                 let k = &keys[rng.below(KEYS)];
                 if work.is_write(&mut rng) {
-                    cache.insert(Arc::clone(k), value.clone());
+                    insert(&peer, Arc::clone(k), value.clone());
                 } else {
-                    std::hint::black_box(cache.get(k));
+                    get(&peer, k);
                 }
             }
             BATCH
@@ -108,28 +112,40 @@ fn moka(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) ->
     })
 }
 
+fn moka(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) -> f64 {
+    let mut builder = Cache::builder().max_capacity(2 * KEYS as u64);
+    if matches!(work, Work::SetTtl) {
+        builder = builder.time_to_live(TTL);
+    }
+    let cache: Cache<Arc<str>, Bytes> = builder.build();
+    run_peer(
+        work,
+        threads,
+        keys,
+        value,
+        cache,
+        |c, k| {
+            std::hint::black_box(c.get(k));
+        },
+        |c, k, v| c.insert(k, v),
+    )
+}
+
 fn dashmap(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes) -> f64 {
     let map: Arc<DashMap<Arc<str>, Bytes>> = Arc::new(DashMap::new());
-    for k in keys.iter() {
-        map.insert(Arc::clone(k), value.clone());
-    }
-    bench::run(threads, |t| {
-        let map = Arc::clone(&map);
-        let keys = Arc::clone(keys);
-        let value = value.clone();
-        let mut rng = Rng::new(t as u64 + 1);
-        move || {
-            for _ in 0..BATCH {
-                let k = &keys[rng.below(KEYS)];
-                if work.is_write(&mut rng) {
-                    map.insert(Arc::clone(k), value.clone());
-                } else {
-                    std::hint::black_box(map.get(k).map(|v| v.clone()));
-                }
-            }
-            BATCH
-        }
-    })
+    run_peer(
+        work,
+        threads,
+        keys,
+        value,
+        map,
+        |m, k| {
+            std::hint::black_box(m.get(k).map(|v| v.clone()));
+        },
+        |m, k, v| {
+            m.insert(k, v);
+        },
+    )
 }
 
 fn main() {
