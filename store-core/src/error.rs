@@ -207,6 +207,14 @@ impl Error {
         self
     }
 
+    /// Marks a write whose outcome is unknown (the request may have been applied before the
+    /// connection failed). [`Error::write_timeout`] sets this too.
+    #[must_use]
+    pub fn indeterminate(mut self) -> Self {
+        self.indeterminate = true;
+        self
+    }
+
     /// Prefixes the message with context (`"{context}: {message}"`), keeping kind and flags.
     #[must_use]
     pub fn context(mut self, context: impl fmt::Display) -> Self {
@@ -259,6 +267,8 @@ mod tests {
         assert!(!Error::timeout("read").is_indeterminate());
         assert!(Error::write_timeout("write").is_indeterminate());
         assert_eq!(Error::write_timeout("w").kind(), ErrorKind::Timeout);
+        let lost = Error::unavailable("connection lost mid-write").indeterminate();
+        assert!(lost.is_indeterminate() && lost.retryable());
     }
 
     #[test]

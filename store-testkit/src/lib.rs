@@ -36,6 +36,18 @@ pub const START_MS: u64 = 1_767_225_600_000;
 pub struct Harness {
     clock: ManualClock,
     max_value_size: usize,
+    key_chars_limit: Option<usize>,
+}
+
+/// How a backend adopts the suite, beyond its factory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A schema limit on key length in characters below the 1024-byte rule (PostgreSQL's
+    /// `VARCHAR(255)`): keys up to it must work, longer ones must be `Invalid`.
+    pub key_chars_limit: Option<usize>,
+    /// Returns why the backend cannot be tested here (each test then prints one `SKIPPED` line
+    /// and passes), or `None` to run.
+    pub skip: Option<fn() -> Option<String>>,
 }
 
 impl Default for Harness {
@@ -47,10 +59,21 @@ impl Default for Harness {
 impl Harness {
     /// A harness whose clock reads [`START_MS`].
     pub fn new() -> Self {
+        Self::with_options(Options::default())
+    }
+
+    /// A harness for a backend adopted with `options`.
+    pub fn with_options(options: Options) -> Self {
         Self {
             clock: ManualClock::at_millis(START_MS),
             max_value_size: validate::DEFAULT_MAX_VALUE_SIZE,
+            key_chars_limit: options.key_chars_limit,
         }
+    }
+
+    /// The store's schema limit on key length in characters, if it has one below 1024 bytes.
+    pub fn key_chars_limit(&self) -> Option<usize> {
+        self.key_chars_limit
     }
 
     /// The manual clock.
@@ -75,8 +98,9 @@ impl Harness {
 }
 
 /// Runs one case on a fresh store built by `factory`, on a two-worker multi-thread runtime (so
-/// the concurrency cases really run in parallel).
-pub fn run_case<S, F, Fut, C, CFut>(case: C, factory: F)
+/// the concurrency cases really run in parallel). Prints one `SKIPPED` line instead when
+/// `options.skip` says the backend cannot be tested here.
+pub fn run_case<S, F, Fut, C, CFut>(name: &str, options: Options, case: C, factory: F)
 where
     S: Store,
     F: Fn(Harness) -> Fut,
@@ -89,20 +113,34 @@ where
         .enable_all()
         .build()
         .expect("cannot build a tokio runtime for the case");
+    if let Some(why) = options.skip.and_then(|skip| skip()) {
+        return loud_skip(name, &why);
+    }
     runtime.block_on(async {
-        let harness = Harness::new();
+        let harness = Harness::with_options(options);
         let store = factory(harness.clone()).await;
         case(store, harness).await;
     });
 }
 
+/// Prints `SKIPPED <what>: <why>` straight to the process's stderr. `eprintln!` would be
+/// captured (and hidden) by the test harness for a passing test; a skip must never be silent.
+pub fn loud_skip(what: &str, why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {what}: {why}");
+}
+
 /// Expands to one `#[test]` per conformance case plus `model_test`, each building its store with
 /// `$factory: Fn(Harness) -> impl Future<Output = impl Store>`. Use it inside a module, once per
-/// flavour (concrete type, `Arc<dyn Store>`).
+/// flavour (concrete type, `Arc<dyn Store>`). `conformance_suite!(options = expr; factory)`
+/// passes [`Options`].
 #[macro_export]
 macro_rules! conformance_suite {
     ($factory:expr) => {
-        $crate::__cases!($factory;
+        $crate::conformance_suite!(options = $crate::Options::default(); $factory);
+    };
+    (options = $options:expr; $factory:expr) => {
+        $crate::__cases!($options; $factory;
             get_absent_key_is_none,
             get_live_key_returns_value,
             expired_key_is_absent_to_every_read,
@@ -158,7 +196,7 @@ macro_rules! conformance_suite {
 
         #[test]
         fn model_test() {
-            $crate::model::run($factory);
+            $crate::model::run("model_test", $options, $factory);
         }
     };
 }
@@ -166,11 +204,16 @@ macro_rules! conformance_suite {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __cases {
-    ($factory:expr; $($case:ident),* $(,)?) => {
+    ($options:expr; $factory:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::run_case(|store, harness| $crate::cases::$case(store, harness), $factory);
+                $crate::run_case(
+                    stringify!($case),
+                    $options,
+                    |store, harness| $crate::cases::$case(store, harness),
+                    $factory,
+                );
             }
         )*
 

@@ -309,12 +309,15 @@ fn cases() -> u32 {
 
 /// Runs the model test: `PROPTEST_CASES` (default 256) random sequences of up to 60 operations,
 /// each on a fresh store from `factory`. Panics with the shrunk failing sequence.
-pub fn run<S, F, Fut>(factory: F)
+pub fn run<S, F, Fut>(name: &str, options: crate::Options, factory: F)
 where
     S: Store,
     F: Fn(Harness) -> Fut,
     Fut: Future<Output = S>,
 {
+    if let Some(why) = options.skip.and_then(|skip| skip()) {
+        return crate::loud_skip(name, &why);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -328,7 +331,7 @@ where
     let strategy = prop::collection::vec(op(), 1..60);
     let result = runner.run(&strategy, |ops| {
         runtime.block_on(async {
-            let harness = Harness::new();
+            let harness = Harness::with_options(options);
             let store = factory(harness.clone()).await;
             check(store, harness, ops).await
         })

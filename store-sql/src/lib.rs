@@ -1,0 +1,40 @@
+//! `store.sql`: a durable [`Store`](store_core::Store) in one table of SQLite (feature `sqlite`,
+//! rusqlite with bundled SQLite) or PostgreSQL (feature `postgres`, tokio-postgres with a pool).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> store_core::Result<()> {
+//! use store_core::{Bytes, PutOptions, Store};
+//! use store_sql::{SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig};
+//!
+//! let db = SqlDatabase::sqlite(SqliteConfig::new(":memory:"));
+//! let config = SqlStoreConfig::new("kv").version_column("version").create_table(true);
+//! let store = SqlStore::builder(db.clone(), config).id("app:cache").build()?;
+//! let e = store.put("k", Bytes::from_static(b"v"), PutOptions::new().if_absent()).await?;
+//! assert!(e.version > 0);
+//! db.close().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Every write is one atomic statement (`INSERT … ON CONFLICT … DO UPDATE`, or `UPDATE …
+//! RETURNING` for `IfVersion`); conditions are evaluated by the database, so they hold across
+//! processes. Expiry is epoch milliseconds from the store's `Clock`, passed as a parameter: this
+//! crate must never call the database's own `now()`. Table and column names come from the
+//! configuration, are checked at construction (`^[a-zA-Z][a-zA-Z0-9_]*$`, at most 63 characters,
+//! no reserved words) and quoted in every statement.
+
+mod config;
+mod engine;
+mod error;
+mod ident;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod store;
+mod version;
+
+pub use config::{PostgresConfig, SqlStoreConfig, SqliteConfig, redact_url};
+pub use ident::MAX_IDENT_LEN;
+pub use store::{SqlDatabase, SqlStore, SqlStoreBuilder};

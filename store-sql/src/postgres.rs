@@ -1,0 +1,441 @@
+//! The PostgreSQL engine: a small pool of tokio-postgres connections, each with its prepared
+//! statements. Broken connections are dropped and replaced on the next checkout, so a store
+//! recovers by itself when the server comes back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use store_core::{Error, Result};
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::{PostgresConfig, redact_url};
+use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
+use crate::error;
+use crate::sql::{Dialect, Statements};
+use crate::version::stamp;
+
+const DEFAULT_POOL_SIZE: usize = 10;
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// A `db.sql.postgres` database.
+pub(crate) struct PostgresEngine {
+    config: tokio_postgres::Config,
+    /// The URL without its password, for messages.
+    shown: String,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+    permits: Semaphore,
+    idle: Mutex<Vec<Conn>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for PostgresEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresEngine")
+            .field("url", &self.shown)
+            .field("pool_size", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Conn {
+    client: Client,
+    prepared: HashMap<String, Statement>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A checked-out connection; goes back to the pool on drop unless it broke.
+struct Lease<'a> {
+    engine: &'a PostgresEngine,
+    conn: Option<Conn>,
+    broken: bool,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !self.broken
+            && !conn.client.is_closed()
+            && !self.engine.closed.load(Ordering::Acquire)
+        {
+            lock(&self.engine.idle).push(conn);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl PostgresEngine {
+    pub(crate) fn new(config: &PostgresConfig) -> Result<Self> {
+        let url = config.resolve_url()?;
+        let shown = redact_url(&url);
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| Error::invalid(format!("url {shown:?}: not a PostgreSQL URL")))?;
+        let connect_timeout = config
+            .connect_timeout
+            .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from);
+        pg.connect_timeout(connect_timeout);
+        let size = match config.pool_size {
+            None | Some(0) => DEFAULT_POOL_SIZE,
+            Some(n) => usize::try_from(n).unwrap_or(DEFAULT_POOL_SIZE),
+        };
+        Ok(Self {
+            config: pg,
+            shown,
+            connect_timeout,
+            statement_timeout: config
+                .statement_timeout
+                .map_or(DEFAULT_STATEMENT_TIMEOUT, Duration::from),
+            permits: Semaphore::new(size),
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let attempt = tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls)).await;
+        let (client, connection) = match attempt {
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "postgres {}: no connection within {:?}",
+                    self.shown, self.connect_timeout
+                )));
+            }
+            Ok(Err(e)) => return Err(error::postgres(&format!("postgres {}", self.shown), e)),
+            Ok(Ok(pair)) => pair,
+        };
+        let task = tokio::spawn(async move {
+            // Ends when the server or the client closes the connection; the client then
+            // reports is_closed and the pool replaces it.
+            let _ = connection.await;
+        });
+        Ok(Conn {
+            client,
+            prepared: HashMap::new(),
+            task,
+        })
+    }
+
+    async fn lease(&self) -> Result<Lease<'_>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed("postgres database is closed"));
+        }
+        let permit = match tokio::time::timeout(self.connect_timeout, self.permits.acquire()).await
+        {
+            Err(_) => {
+                return Err(Error::unavailable(format!(
+                    "postgres {}: no free connection within {:?}",
+                    self.shown, self.connect_timeout
+                )));
+            }
+            Ok(Err(_)) => return Err(Error::closed("postgres database is closed")),
+            Ok(Ok(p)) => p,
+        };
+        let reusable = {
+            let mut idle = lock(&self.idle);
+            loop {
+                match idle.pop() {
+                    Some(c) if c.client.is_closed() => {}
+                    other => break other,
+                }
+            }
+        };
+        let conn = match reusable {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        Ok(Lease {
+            engine: self,
+            conn: Some(conn),
+            broken: false,
+            _permit: permit,
+        })
+    }
+
+    /// Runs one statement on a leased connection: prepared once per connection, bounded by the
+    /// statement timeout. A write that loses its connection or times out is indeterminate.
+    async fn query(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &Params<'_>,
+        write: bool,
+    ) -> Result<Vec<tokio_postgres::Row>> {
+        let mut lease = self.lease().await?;
+        let result = {
+            let Some(conn) = lease.conn.as_mut() else {
+                return Err(Error::internal("postgres lease without a connection"));
+            };
+            run(conn, sql, params, self.statement_timeout).await
+        };
+        match result {
+            Ok(rows) => Ok(rows),
+            Err(Failure::Timeout) => {
+                lease.broken = true;
+                let msg = format!(
+                    "postgres {what}: no answer within {:?}",
+                    self.statement_timeout
+                );
+                Err(if write {
+                    Error::write_timeout(msg)
+                } else {
+                    Error::timeout(msg)
+                })
+            }
+            Err(Failure::Db(e)) => {
+                let lost = e.is_closed() || e.as_db_error().is_none();
+                lease.broken |= lost;
+                let err = error::postgres(&format!("postgres {what}"), e);
+                Err(if write && lost {
+                    err.indeterminate()
+                } else {
+                    err
+                })
+            }
+        }
+    }
+}
+
+enum Failure {
+    Timeout,
+    Db(tokio_postgres::Error),
+}
+
+async fn run(
+    conn: &mut Conn,
+    sql: &str,
+    params: &Params<'_>,
+    limit: Duration,
+) -> std::result::Result<Vec<tokio_postgres::Row>, Failure> {
+    let work = async {
+        let statement = match conn.prepared.get(sql) {
+            Some(s) => s.clone(),
+            None => {
+                let s = conn.client.prepare(sql).await?;
+                conn.prepared.insert(sql.to_owned(), s.clone());
+                s
+            }
+        };
+        conn.client.query(&statement, params).await
+    };
+    match tokio::time::timeout(limit, work).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(r) => r.map_err(Failure::Db),
+    }
+}
+
+fn row_of(r: &tokio_postgres::Row, first: usize, versioned: bool) -> Result<Row> {
+    let read = |e: tokio_postgres::Error| error::postgres("postgres: reading a row", e);
+    Ok(Row {
+        key: String::new(),
+        value: Bytes::from(r.try_get::<_, Vec<u8>>(first).map_err(read)?),
+        expires: r.try_get(first + 1).map_err(read)?,
+        version: if versioned {
+            r.try_get(first + 2).map_err(read)?
+        } else {
+            0
+        },
+    })
+}
+
+fn first_i64(rows: &[tokio_postgres::Row]) -> Result<Option<i64>> {
+    rows.first()
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()
+        .map_err(|e| error::postgres("postgres: reading a version", e))
+}
+
+#[async_trait]
+impl Engine for PostgresEngine {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn get(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<Option<Row>> {
+        let rows = self.query("get", &s.get, &[&key, &now], false).await?;
+        rows.first().map(|r| row_of(r, 0, s.versioned)).transpose()
+    }
+
+    async fn has(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
+        let rows = self.query("has", &s.has, &[&key, &now], false).await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn write(&self, s: &Arc<Statements>, a: WriteArgs) -> Result<Written> {
+        let value: &[u8] = &a.value;
+        let key = a.key.as_str();
+        match a.condition {
+            Write::Always if s.versioned => {
+                let rows = self
+                    .query(
+                        "set",
+                        &s.upsert,
+                        &[&key, &value, &a.expires, &stamp()],
+                        true,
+                    )
+                    .await?;
+                Ok(Written::Ok(first_i64(&rows)?.unwrap_or(0)))
+            }
+            Write::Always => {
+                self.query("set", &s.upsert, &[&key, &value, &a.expires], true)
+                    .await?;
+                Ok(Written::Ok(0))
+            }
+            Write::IfAbsent => {
+                let rows = if s.versioned {
+                    self.query(
+                        "put IfAbsent",
+                        &s.insert_if_absent,
+                        &[&key, &value, &a.expires, &a.now, &stamp()],
+                        true,
+                    )
+                    .await?
+                } else {
+                    self.query(
+                        "put IfAbsent",
+                        &s.insert_if_absent,
+                        &[&key, &value, &a.expires, &a.now],
+                        true,
+                    )
+                    .await?
+                };
+                Ok(if rows.is_empty() {
+                    Written::Exists
+                } else if s.versioned {
+                    Written::Ok(first_i64(&rows)?.unwrap_or(0))
+                } else {
+                    Written::Ok(0)
+                })
+            }
+            Write::IfVersion(expected) => {
+                let (Some(update), Some(probe)) = (&s.update_if_version, &s.live_version) else {
+                    return Err(Error::internal("IfVersion on a table without versions"));
+                };
+                let rows = self
+                    .query(
+                        "put IfVersion",
+                        update,
+                        &[&key, &value, &a.expires, &a.now, &expected, &stamp()],
+                        true,
+                    )
+                    .await?;
+                if let Some(v) = first_i64(&rows)? {
+                    return Ok(Written::Ok(v));
+                }
+                // Not written: say why. Nothing is written on this answer, so reading after
+                // the failed update is not probe-then-write.
+                let live = self
+                    .query("put IfVersion", probe, &[&key, &a.now], false)
+                    .await?;
+                Ok(first_i64(&live)?.map_or(Written::Missing, Written::Mismatch))
+            }
+        }
+    }
+
+    async fn delete(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
+        let rows = self.query("delete", &s.delete, &[&key, &now], true).await?;
+        rows.first()
+            .map(|r| r.try_get::<_, bool>(0))
+            .transpose()
+            .map(|live| live == Some(true))
+            .map_err(|e| error::postgres("postgres delete", e))
+    }
+
+    async fn list(&self, s: &Arc<Statements>, range: Range) -> Result<Vec<Row>> {
+        let sql = &s.list[usize::from(range.exclusive)][usize::from(range.upper.is_some())];
+        let start = range.start.as_str();
+        let rows = match &range.upper {
+            Some(upper) => {
+                let upper = upper.as_str();
+                self.query(
+                    "list",
+                    sql,
+                    &[&start, &range.now, &range.limit, &upper],
+                    false,
+                )
+                .await?
+            }
+            None => {
+                self.query("list", sql, &[&start, &range.now, &range.limit], false)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|r| {
+                let mut row = row_of(r, 1, s.versioned)?;
+                row.key = r
+                    .try_get(0)
+                    .map_err(|e| error::postgres("postgres list", e))?;
+                Ok(row)
+            })
+            .collect()
+    }
+
+    async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize> {
+        let mut lease = self.lease().await?;
+        let Some(conn) = lease.conn.as_mut() else {
+            return Err(Error::internal("postgres lease without a connection"));
+        };
+        let done = tokio::time::timeout(
+            self.statement_timeout,
+            conn.client.execute(&s.cleanup, &[&now, &batch]),
+        )
+        .await;
+        match done {
+            Ok(Ok(n)) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Ok(Err(e)) => {
+                lease.broken = true;
+                Err(error::postgres("postgres cleanup", e))
+            }
+            Err(_) => {
+                lease.broken = true;
+                Err(Error::timeout("postgres cleanup: no answer in time"))
+            }
+        }
+    }
+
+    async fn create(&self, s: &Arc<Statements>) -> Result<()> {
+        let mut lease = self.lease().await?;
+        let Some(conn) = lease.conn.as_mut() else {
+            return Err(Error::internal("postgres lease without a connection"));
+        };
+        for sql in &s.create {
+            if let Err(e) = conn.client.batch_execute(sql).await {
+                // Two stores creating one table at once can race on the catalog; the loser
+                // sees a unique violation and the table exists either way.
+                if e.as_db_error().is_some_and(|d| d.code().code() == "23505") {
+                    continue;
+                }
+                lease.broken = e.is_closed();
+                return Err(error::postgres("postgres create_table", e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.permits.close();
+        lock(&self.idle).clear();
+    }
+}

@@ -1,0 +1,436 @@
+//! The SQLite engine: one writer thread that group-commits, and a small pool of reader
+//! connections used through `spawn_blocking`. Nothing here blocks the async runtime.
+//!
+//! Group commit: the writer takes every write queued while it was busy (up to 256) and runs them
+//! in one `BEGIN IMMEDIATE … COMMIT`; each caller is answered only after that commit. A
+//! statement that fails answers its own caller with the error and does not undo the others; a
+//! failed commit answers every caller of the batch with the error.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use store_core::{Error, Result};
+use tokio::sync::{OnceCell, Semaphore, oneshot};
+
+use crate::config::SqliteConfig;
+use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
+use crate::error;
+use crate::sql::{Dialect, Statements};
+use crate::version::stamp;
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+/// Reader connections of a file database.
+const READERS: usize = 4;
+/// Default wait for another process's write lock.
+const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+
+type Completion = Box<dyn FnOnce(Option<&Error>) + Send>;
+type Job = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Completion + Send>;
+
+/// A `db.sql.sqlite` database. Opens on first use; [`Engine::close`] ends its threads.
+#[derive(Debug)]
+pub(crate) struct SqliteEngine {
+    config: SqliteConfig,
+    running: OnceCell<Running>,
+    closed: AtomicBool,
+}
+
+struct Running {
+    writer: RwLock<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// `None` for `:memory:`, whose connections cannot share data: reads go to the writer.
+    readers: Option<Readers>,
+}
+
+struct Readers {
+    permits: Semaphore,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("readers", &self.readers.as_ref().map(|_| READERS))
+            .finish_non_exhaustive()
+    }
+}
+
+fn copy(e: &Error) -> Error {
+    Error::new(e.kind(), e.message()).with_retryable(e.retryable())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteEngine {
+    pub(crate) fn new(config: SqliteConfig) -> Self {
+        Self {
+            config,
+            running: OnceCell::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    fn is_memory(&self) -> bool {
+        let p = self.config.path.trim();
+        p.is_empty() || p == ":memory:"
+    }
+
+    async fn running(&self) -> Result<&Running> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed("sqlite database is closed"));
+        }
+        self.running
+            .get_or_try_init(|| async {
+                let config = self.config.clone();
+                let memory = self.is_memory();
+                tokio::task::spawn_blocking(move || open(&config, memory))
+                    .await
+                    .map_err(|e| Error::internal(format!("opening sqlite database: {e}")))?
+            })
+            .await
+    }
+
+    /// Runs `f` on the writer inside the next group-committed transaction.
+    async fn write_job<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let running = self.running().await?;
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(c) => f(c),
+                Err(e) => Err(copy(e)),
+            };
+            Box::new(move |commit: Option<&Error>| {
+                let answer = match (commit, result) {
+                    (Some(e), Ok(_)) => Err(copy(e)),
+                    (_, result) => result,
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        {
+            let writer = running
+                .writer
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(sender) = writer.as_ref() else {
+                return Err(Error::closed("sqlite database is closed"));
+            };
+            sender
+                .send(job)
+                .map_err(|_| Error::closed("sqlite writer has stopped"))?;
+        }
+        rx.await
+            .map_err(|_| Error::internal("sqlite writer dropped a write without answering"))?
+    }
+
+    /// Runs `f` on a reader connection (or on the writer for `:memory:`).
+    async fn read_job<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let running = self.running().await?;
+        let Some(readers) = &running.readers else {
+            return self.write_job(f).await;
+        };
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::closed("sqlite database is closed"))?;
+        let conn = lock(&readers.idle)
+            .pop()
+            .ok_or_else(|| Error::internal("sqlite reader pool is empty despite a permit"))?;
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("sqlite reader task failed: {e}")))?;
+        lock(&readers.idle).push(conn);
+        result
+    }
+}
+
+fn open_connection(config: &SqliteConfig, memory: bool) -> Result<Connection> {
+    let path = if memory {
+        ":memory:"
+    } else {
+        config.path.as_str()
+    };
+    let context = || format!("sqlite database {path:?}");
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+        let e = error::sqlite(&context(), e);
+        Error::unavailable(e.message()).with_retryable(true)
+    })?;
+    let busy = config
+        .busy_timeout
+        .map_or(DEFAULT_BUSY_TIMEOUT, Duration::from);
+    conn.busy_timeout(busy)
+        .map_err(|e| error::sqlite(&context(), e))?;
+    if !memory {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| error::sqlite(&context(), e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::unavailable(format!(
+                "{}: cannot switch to WAL journal (got {mode})",
+                context()
+            )));
+        }
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(|e| error::sqlite(&context(), e))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn open(config: &SqliteConfig, memory: bool) -> Result<Running> {
+    let writer = open_connection(config, memory)?;
+    let readers = if memory {
+        None
+    } else {
+        let conns = (0..READERS)
+            .map(|_| open_connection(config, false))
+            .collect::<Result<Vec<_>>>()?;
+        Some(Readers {
+            permits: Semaphore::new(READERS),
+            idle: Mutex::new(conns),
+        })
+    };
+    let (tx, rx) = mpsc::channel::<Job>();
+    let thread = std::thread::Builder::new()
+        .name("store-sql-sqlite-writer".into())
+        .spawn(move || writer_loop(&writer, &rx))
+        .map_err(|e| Error::unavailable(format!("cannot start the sqlite writer thread: {e}")))?;
+    Ok(Running {
+        writer: RwLock::new(Some(tx)),
+        thread: Mutex::new(Some(thread)),
+        readers,
+    })
+}
+
+fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = error::sqlite("sqlite: begin write transaction", e);
+            for job in jobs {
+                job(Err(&err))(Some(&err));
+            }
+            continue;
+        }
+        let completions: Vec<Completion> = jobs.into_iter().map(|job| job(Ok(conn))).collect();
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => completions.into_iter().for_each(|c| c(None)),
+            Err(e) => {
+                let err = error::sqlite("sqlite: commit", e);
+                let _ = conn.execute_batch("ROLLBACK");
+                completions.into_iter().for_each(|c| c(Some(&err)));
+            }
+        }
+    }
+}
+
+fn row_of(r: &rusqlite::Row<'_>, first: usize, versioned: bool) -> rusqlite::Result<Row> {
+    Ok(Row {
+        key: String::new(),
+        value: Bytes::from(r.get::<_, Vec<u8>>(first)?),
+        expires: r.get(first + 1)?,
+        version: if versioned { r.get(first + 2)? } else { 0 },
+    })
+}
+
+fn write_sync(conn: &Connection, s: &Statements, a: &WriteArgs) -> rusqlite::Result<Written> {
+    let value = &a.value[..];
+    match a.condition {
+        Write::Always if s.versioned => conn
+            .prepare_cached(&s.upsert)?
+            .query_row(params![a.key, value, a.expires, stamp()], |r| r.get(0))
+            .map(Written::Ok),
+        Write::Always => conn
+            .prepare_cached(&s.upsert)?
+            .execute(params![a.key, value, a.expires])
+            .map(|_| Written::Ok(0)),
+        Write::IfAbsent => {
+            let mut stmt = conn.prepare_cached(&s.insert_if_absent)?;
+            let row = if s.versioned {
+                stmt.query_row(params![a.key, value, a.expires, a.now, stamp()], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional()?
+            } else {
+                stmt.query_row(params![a.key, value, a.expires, a.now], |_| Ok(0))
+                    .optional()?
+            };
+            Ok(row.map_or(Written::Exists, Written::Ok))
+        }
+        Write::IfVersion(expected) => {
+            let (Some(update), Some(probe)) = (&s.update_if_version, &s.live_version) else {
+                return Err(rusqlite::Error::InvalidQuery);
+            };
+            let written = conn
+                .prepare_cached(update)?
+                .query_row(
+                    params![a.key, value, a.expires, a.now, expected, stamp()],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?;
+            if let Some(v) = written {
+                return Ok(Written::Ok(v));
+            }
+            // Not written: say why. Same transaction, so the answer is exact.
+            let live = conn
+                .prepare_cached(probe)?
+                .query_row(params![a.key, a.now], |r| r.get::<_, i64>(0))
+                .optional()?;
+            Ok(live.map_or(Written::Missing, Written::Mismatch))
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for SqliteEngine {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn get(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<Option<Row>> {
+        let s = Arc::clone(s);
+        let key = key.to_owned();
+        self.read_job(move |c| {
+            c.prepare_cached(&s.get)
+                .and_then(|mut st| {
+                    st.query_row(params![key, now], |r| row_of(r, 0, s.versioned))
+                        .optional()
+                })
+                .map_err(|e| error::sqlite("sqlite get", e))
+        })
+        .await
+    }
+
+    async fn has(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
+        let s = Arc::clone(s);
+        let key = key.to_owned();
+        self.read_job(move |c| {
+            c.prepare_cached(&s.has)
+                .and_then(|mut st| st.exists(params![key, now]))
+                .map_err(|e| error::sqlite("sqlite has", e))
+        })
+        .await
+    }
+
+    async fn write(&self, s: &Arc<Statements>, args: WriteArgs) -> Result<Written> {
+        let s = Arc::clone(s);
+        self.write_job(move |c| {
+            write_sync(c, &s, &args).map_err(|e| error::sqlite("sqlite write", e))
+        })
+        .await
+    }
+
+    async fn delete(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
+        let s = Arc::clone(s);
+        let key = key.to_owned();
+        self.write_job(move |c| {
+            c.prepare_cached(&s.delete)
+                .and_then(|mut st| {
+                    st.query_row(params![key, now], |r| r.get::<_, i64>(0))
+                        .optional()
+                })
+                .map(|live| live == Some(1))
+                .map_err(|e| error::sqlite("sqlite delete", e))
+        })
+        .await
+    }
+
+    async fn list(&self, s: &Arc<Statements>, range: Range) -> Result<Vec<Row>> {
+        let s = Arc::clone(s);
+        self.read_job(move |c| {
+            let run = || -> rusqlite::Result<Vec<Row>> {
+                let sql = &s.list[usize::from(range.exclusive)][usize::from(range.upper.is_some())];
+                let mut st = c.prepare_cached(sql)?;
+                let map = |r: &rusqlite::Row<'_>| {
+                    let mut row = row_of(r, 1, s.versioned)?;
+                    row.key = r.get(0)?;
+                    Ok(row)
+                };
+                match &range.upper {
+                    Some(upper) => st
+                        .query_map(params![range.start, range.now, range.limit, upper], map)?
+                        .collect(),
+                    None => st
+                        .query_map(params![range.start, range.now, range.limit], map)?
+                        .collect(),
+                }
+            };
+            run().map_err(|e| error::sqlite("sqlite list", e))
+        })
+        .await
+    }
+
+    async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize> {
+        let s = Arc::clone(s);
+        self.write_job(move |c| {
+            c.prepare_cached(&s.cleanup)
+                .and_then(|mut st| st.execute(params![now, batch]))
+                .map_err(|e| error::sqlite("sqlite cleanup", e))
+        })
+        .await
+    }
+
+    async fn create(&self, s: &Arc<Statements>) -> Result<()> {
+        let s = Arc::clone(s);
+        self.write_job(move |c| {
+            for sql in &s.create {
+                c.execute_batch(sql)
+                    .map_err(|e| error::sqlite("sqlite create_table", e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let Some(running) = self.running.get() else {
+            return;
+        };
+        running
+            .writer
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let thread = lock(&running.thread).take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Some(readers) = &running.readers {
+            readers.permits.close();
+            lock(&readers.idle).clear();
+        }
+    }
+}

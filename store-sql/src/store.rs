@@ -1,0 +1,460 @@
+//! [`SqlStore`] and [`SqlDatabase`].
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use store_core::{
+    Backend, Condition, Consistency, Entry, Error, ListOptions, Page, PutOptions, Result,
+    SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
+};
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use crate::config::{Checked, SqlStoreConfig};
+use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
+use crate::sql::{Names, Statements, prefix_upper_bound};
+
+/// Expired rows deleted per cleanup statement.
+const CLEANUP_BATCH: i64 = 1000;
+
+/// A database that `store.sql` stores keep their tables in: SQLite or PostgreSQL. Cheap to
+/// clone; every store of one database entry shares one handle (one pool, one writer).
+#[derive(Clone)]
+pub struct SqlDatabase {
+    engine: Arc<dyn Engine>,
+}
+
+impl fmt::Debug for SqlDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("SqlDatabase").field(&self.engine).finish()
+    }
+}
+
+impl SqlDatabase {
+    /// A SQLite database (`db.sql.sqlite`). Nothing is opened until first use.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(config: crate::SqliteConfig) -> Self {
+        Self {
+            engine: Arc::new(crate::sqlite::SqliteEngine::new(config)),
+        }
+    }
+
+    /// A PostgreSQL database (`db.sql.postgres`). Resolves the URL (reading `url_env`) but
+    /// connects only on first use.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(config: crate::PostgresConfig) -> Result<Self> {
+        Ok(Self {
+            engine: Arc::new(crate::postgres::PostgresEngine::new(&config)?),
+        })
+    }
+
+    /// Stops background threads and closes every connection; later operations fail `Closed`.
+    /// Idempotent.
+    pub async fn close(&self) {
+        self.engine.close().await;
+    }
+}
+
+/// A `store.sql` store: one table of a [`SqlDatabase`].
+#[derive(Clone)]
+pub struct SqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    table: String,
+    db: SqlDatabase,
+    statements: Arc<Statements>,
+    checked: Checked,
+    create_table: bool,
+    clock: SharedClock,
+    ready: OnceCell<()>,
+    cleanup: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("id", &self.inner.id)
+            .field("table", &self.inner.table)
+            .field("versioned", &self.inner.statements.versioned)
+            .field("db", &self.inner.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SqlStore`]; see [`SqlStore::builder`].
+#[derive(Debug)]
+pub struct SqlStoreBuilder {
+    db: SqlDatabase,
+    config: SqlStoreConfig,
+    id: Option<String>,
+    clock: SharedClock,
+}
+
+impl SqlStoreBuilder {
+    /// The store's id (default: the table name).
+    #[must_use]
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The clock every expiry decision reads (default: the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Checks the configuration (identifiers name their field) and builds the store. Does no
+    /// I/O: the table is created (with `create_table: true`) on first use or on `start`.
+    pub fn build(self) -> Result<SqlStore> {
+        let checked = self.config.validate()?;
+        let c = &self.config;
+        let names = Names {
+            table: &c.table_name,
+            key: &c.id_column_name,
+            value: &c.payload_column_name,
+            expires: &c.expire_column_name,
+            version: c.version_column_name.as_deref(),
+        };
+        let statements = Arc::new(Statements::new(self.db.engine.dialect(), &names));
+        Ok(SqlStore {
+            inner: Arc::new(Inner {
+                id: self.id.unwrap_or_else(|| c.table_name.clone()),
+                table: c.table_name.clone(),
+                db: self.db,
+                statements,
+                checked,
+                create_table: c.create_table,
+                clock: self.clock,
+                ready: OnceCell::new(),
+                cleanup: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+fn to_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn to_entry(key: String, row: Row) -> Entry {
+    Entry {
+        key,
+        value: row.value,
+        version: u64::try_from(row.version).unwrap_or(0),
+        expires_at: row
+            .expires
+            .and_then(|e| u64::try_from(e).ok())
+            .map(from_millis),
+    }
+}
+
+impl Inner {
+    fn now(&self) -> i64 {
+        to_i64(self.clock.now_ms())
+    }
+
+    /// Creates the table once (with `create_table: true`) before the first operation.
+    async fn ready(&self) -> Result<()> {
+        if !self.create_table {
+            return Ok(());
+        }
+        self.ready
+            .get_or_try_init(|| async {
+                self.db
+                    .engine
+                    .create(&self.statements)
+                    .await
+                    .map_err(|e| e.context(format!("table_name {:?}", self.table)))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn cleanup_once(&self) -> Result<usize> {
+        self.ready().await?;
+        let mut total = 0;
+        loop {
+            let n = self
+                .db
+                .engine
+                .cleanup(&self.statements, self.now(), CLEANUP_BATCH)
+                .await?;
+            total += n;
+            if i64::try_from(n).unwrap_or(i64::MAX) < CLEANUP_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+impl SqlStore {
+    /// A builder for a store on table `config.table_name` of `db`.
+    pub fn builder(db: SqlDatabase, config: SqlStoreConfig) -> SqlStoreBuilder {
+        SqlStoreBuilder {
+            db,
+            config,
+            id: None,
+            clock: system_clock(),
+        }
+    }
+
+    /// Deletes every expired row now, in bounded batches; returns how many.
+    pub async fn purge_expired(&self) -> Result<usize> {
+        self.inner.cleanup_once().await
+    }
+
+    /// Creates the table if configured, and starts the cleanup timer if `cleanup_interval` is
+    /// set. Idempotent. Fails `Unavailable` outside a tokio runtime.
+    pub async fn start(&self) -> Result<()> {
+        self.inner.ready().await?;
+        let Some(every) = self.inner.checked.cleanup_interval else {
+            return Ok(());
+        };
+        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
+            Error::unavailable("sql store cleanup needs a tokio runtime").with_source(e)
+        })?;
+        let mut slot = self
+            .inner
+            .cleanup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(());
+        }
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let _guard = handle.enter();
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        *slot = Some(handle.spawn(async move {
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                // A failed sweep (database briefly unreachable) is retried next tick.
+                let _ = inner.cleanup_once().await;
+            }
+        }));
+        Ok(())
+    }
+
+    /// Stops the cleanup timer. Idempotent; the store keeps serving requests.
+    pub fn stop(&self) {
+        let handle = self
+            .inner
+            .cleanup
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(h) = handle {
+            h.abort();
+        }
+    }
+
+    fn check_write(
+        &self,
+        key: &str,
+        value: &Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> Result<Option<u64>> {
+        validate::put(
+            key,
+            value.len(),
+            ttl,
+            condition,
+            self.inner.checked.max_value_size,
+            true,
+            self.inner.statements.versioned,
+        )
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        condition: Condition,
+    ) -> Result<(i64, Option<u64>)> {
+        let ttl_ms = self.check_write(key, &value, ttl, condition)?;
+        self.inner.ready().await?;
+        let now = self.inner.clock.now_ms();
+        let deadline = validate::deadline(now, ttl_ms);
+        let condition = match condition {
+            Condition::IfAbsent => Write::IfAbsent,
+            Condition::IfVersion(v) => Write::IfVersion(to_i64(v)),
+            _ => Write::Always,
+        };
+        let args = WriteArgs {
+            key: key.to_owned(),
+            value,
+            expires: deadline.map(to_i64),
+            now: to_i64(now),
+            condition,
+        };
+        let shown = || validate::quote(key);
+        match self
+            .inner
+            .db
+            .engine
+            .write(&self.inner.statements, args)
+            .await?
+        {
+            Written::Ok(version) => Ok((version, deadline)),
+            Written::Exists => Err(Error::already_exists(format!(
+                "key {}: already exists",
+                shown()
+            ))),
+            Written::Missing => Err(Error::not_found(format!(
+                "key {}: absent, expected version {}",
+                shown(),
+                match condition {
+                    Write::IfVersion(v) => v,
+                    _ => 0,
+                }
+            ))),
+            Written::Mismatch(have) => Err(Error::conflict(format!(
+                "key {}: version is {have}, expected {}",
+                shown(),
+                match condition {
+                    Write::IfVersion(v) => v,
+                    _ => 0,
+                }
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.entry_row(key).await?.map(|r| r.value))
+    }
+
+    async fn entry(&self, key: &str) -> Result<Option<Entry>> {
+        Ok(self
+            .entry_row(key)
+            .await?
+            .map(|row| to_entry(key.to_owned(), row)))
+    }
+
+    async fn has(&self, key: &str) -> Result<bool> {
+        validate::key(key)?;
+        self.inner.ready().await?;
+        let inner = &self.inner;
+        inner
+            .db
+            .engine
+            .has(&inner.statements, key, inner.now())
+            .await
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        self.write(key, value, ttl, Condition::Always)
+            .await
+            .map(drop)
+    }
+
+    async fn put(&self, key: &str, value: Bytes, options: PutOptions) -> Result<Entry> {
+        let (version, deadline) = self
+            .write(key, value.clone(), options.ttl, options.condition)
+            .await?;
+        Ok(Entry {
+            key: key.to_owned(),
+            value,
+            version: u64::try_from(version).unwrap_or(0),
+            expires_at: deadline.map(from_millis),
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        validate::key(key)?;
+        self.inner.ready().await?;
+        let inner = &self.inner;
+        inner
+            .db
+            .engine
+            .delete(&inner.statements, key, inner.now())
+            .await
+    }
+
+    async fn list(&self, options: ListOptions) -> Result<Page> {
+        let limit = validate::list(&options)?;
+        self.inner.ready().await?;
+        let (start, exclusive) = validate::list_start(&options.prefix, options.after.as_deref());
+        let range = Range {
+            start: start.to_owned(),
+            exclusive,
+            upper: prefix_upper_bound(&options.prefix),
+            now: self.inner.now(),
+            // One more than the page, to know whether more follow.
+            limit: i64::try_from(limit + 1).unwrap_or(i64::MAX),
+        };
+        let mut rows = self
+            .inner
+            .db
+            .engine
+            .list(&self.inner.statements, range)
+            .await?;
+        let has_more = rows.len() > limit;
+        rows.truncate(limit);
+        let items: Vec<Entry> = rows
+            .into_iter()
+            .map(|mut row| {
+                let key = std::mem::take(&mut row.key);
+                to_entry(key, row)
+            })
+            .collect();
+        let cursor = items.last().map(|e| e.key.clone());
+        Ok(Page {
+            items,
+            cursor,
+            has_more,
+        })
+    }
+
+    fn info(&self) -> StoreInfo {
+        StoreInfo {
+            id: self.inner.id.clone(),
+            backend: Backend::Sql,
+            consistency: Consistency::Local,
+            durable: true,
+            list: true,
+            versioned: self.inner.statements.versioned,
+            conditional_put: true,
+            ttl: true,
+        }
+    }
+}
+
+impl SqlStore {
+    async fn entry_row(&self, key: &str) -> Result<Option<Row>> {
+        validate::key(key)?;
+        self.inner.ready().await?;
+        let inner = &self.inner;
+        inner
+            .db
+            .engine
+            .get(&inner.statements, key, inner.now())
+            .await
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self
+            .cleanup
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            h.abort();
+        }
+    }
+}

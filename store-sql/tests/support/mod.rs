@@ -1,0 +1,3 @@
+//! Helpers shared by the test binaries and the benchmark.
+
+pub mod pg;
