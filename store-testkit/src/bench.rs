@@ -62,6 +62,47 @@ where
     total
 }
 
+/// Runs `clients` concurrent tasks on `runtime` for [`measure_time`] (after a warm-up) and
+/// returns operations per second. Each task gets a closure from `make(client_index)` that runs
+/// one operation.
+pub fn run_clients<F, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    clients: usize,
+    make: impl Fn(usize) -> F,
+) -> f64
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let time = measure_time();
+    let warm_end = Instant::now() + time / 5;
+    let end = warm_end + time;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut op = make(c);
+            runtime.spawn(async move {
+                while Instant::now() < warm_end {
+                    op().await;
+                }
+                let mut ops = 0u64;
+                while Instant::now() < end {
+                    op().await;
+                    ops += 1;
+                }
+                ops
+            })
+        })
+        .collect();
+    let total: u64 = runtime.block_on(async {
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("benchmark client panicked");
+        }
+        total
+    });
+    total as f64 / time.as_secs_f64()
+}
+
 /// One measured workload: our rate and each peer's, on the same workload and thread count.
 #[derive(Debug, Clone)]
 pub struct Row {

@@ -1,0 +1,329 @@
+//! `cargo bench -p store-sql`: store-sql against the raw drivers on the same workload, in the
+//! same run: raw rusqlite (same pragmas, prepared upsert/select, one connection per client,
+//! one transaction per write) and raw tokio-postgres (prepared upsert/select, one connection per
+//! client; our pool has as many). 10 000 keys, 64-byte values, 1 and 16 clients.
+//!
+//! `cargo bench -p store-sql -- sqlite` runs only the SQLite rows.
+
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+#[path = "../tests/support/pg.rs"]
+mod pg;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use store_core::Store;
+use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig};
+use store_testkit::bench::{self, Rng, Row};
+
+const KEYS: usize = 10_000;
+const CLIENTS: [usize; 2] = [1, 16];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Op {
+    Get,
+    Set,
+}
+
+fn keys() -> Arc<Vec<String>> {
+    Arc::new((0..KEYS).map(|i| format!("key:{i:05}")).collect())
+}
+
+fn now_ms() -> i64 {
+    store_core::to_millis(std::time::SystemTime::now()) as i64
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ours(rt: &tokio::runtime::Runtime, store: &SqlStore, op: Op, clients: usize) -> f64 {
+    let keys = keys();
+    let value = Bytes::from(vec![0xAB; 64]);
+    rt.block_on(async {
+        for k in keys.iter() {
+            store.set(k, value.clone(), None).await.unwrap();
+        }
+    });
+    bench::run_clients(rt, clients, |c| {
+        let store = store.clone();
+        let keys = Arc::clone(&keys);
+        let value = value.clone();
+        let mut rng = Rng::new(c as u64 + 1);
+        move || {
+            let store = store.clone();
+            let key = keys[rng.below(KEYS)].clone();
+            let value = value.clone();
+            async move {
+                match op {
+                    Op::Get => {
+                        std::hint::black_box(store.get(&key).await.unwrap());
+                    }
+                    Op::Set => store.set(&key, value, None).await.unwrap(),
+                }
+            }
+        }
+    })
+}
+
+const CREATE_SQLITE: &str = "CREATE TABLE IF NOT EXISTS kv_raw (key TEXT PRIMARY KEY, \
+    value BLOB NOT NULL, expires_at BIGINT)";
+const UPSERT_SQLITE: &str = "INSERT INTO kv_raw (key, value, expires_at) VALUES (?1, ?2, ?3) \
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at";
+const GET_SQLITE: &str = "SELECT value, expires_at FROM kv_raw WHERE key = ?1 \
+    AND (expires_at IS NULL OR expires_at > ?2)";
+
+fn raw_sqlite_conn(path: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    let _: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn
+}
+
+/// Raw rusqlite as a synchronous program calls it: one thread and connection per client.
+fn raw_sqlite(path: &str, op: Op, clients: usize) -> f64 {
+    raw_sqlite_setup(path);
+    let keys = keys();
+    let path = path.to_owned();
+    bench::run(clients, |c| {
+        let keys = Arc::clone(&keys);
+        let conn = raw_sqlite_conn(&path);
+        let mut rng = Rng::new(c as u64 + 1);
+        move || {
+            raw_sqlite_op(&conn, op, &keys[rng.below(KEYS)]);
+            1
+        }
+    })
+}
+
+/// Raw rusqlite as an async program has to call it: each operation on `spawn_blocking`.
+fn raw_sqlite_async(rt: &tokio::runtime::Runtime, path: &str, op: Op, clients: usize) -> f64 {
+    raw_sqlite_setup(path);
+    let keys = keys();
+    bench::run_clients(rt, clients, |c| {
+        let conn = Arc::new(std::sync::Mutex::new(raw_sqlite_conn(path)));
+        let keys = Arc::clone(&keys);
+        let mut rng = Rng::new(c as u64 + 1);
+        move || {
+            let conn = Arc::clone(&conn);
+            let key = keys[rng.below(KEYS)].clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let conn = conn.lock().unwrap();
+                    raw_sqlite_op(&conn, op, &key);
+                })
+                .await
+                .unwrap();
+            }
+        }
+    })
+}
+
+fn raw_sqlite_op(conn: &rusqlite::Connection, op: Op, key: &str) {
+    match op {
+        Op::Get => {
+            let mut st = conn.prepare_cached(GET_SQLITE).unwrap();
+            let row: Option<Vec<u8>> = rusqlite::OptionalExtension::optional(
+                st.query_row(rusqlite::params![key, now_ms()], |r| r.get(0)),
+            )
+            .unwrap();
+            std::hint::black_box(row);
+        }
+        Op::Set => {
+            let mut st = conn.prepare_cached(UPSERT_SQLITE).unwrap();
+            st.execute(rusqlite::params![key, &[0xABu8; 64][..], None::<i64>])
+                .unwrap();
+        }
+    }
+}
+
+fn raw_sqlite_setup(path: &str) {
+    let conn = raw_sqlite_conn(path);
+    conn.execute_batch(CREATE_SQLITE).unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
+    for k in keys().iter() {
+        tx.execute(
+            UPSERT_SQLITE,
+            rusqlite::params![k, &[0xABu8; 64][..], None::<i64>],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+const CREATE_PG: &str = "CREATE TABLE IF NOT EXISTS kv_raw (key VARCHAR(255) COLLATE \"C\" \
+    PRIMARY KEY, value BYTEA NOT NULL, expires_at BIGINT)";
+const UPSERT_PG: &str = "INSERT INTO kv_raw (key, value, expires_at) VALUES ($1, $2, $3) \
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at";
+const GET_PG: &str = "SELECT value, expires_at FROM kv_raw WHERE key = $1 \
+    AND (expires_at IS NULL OR expires_at > $2)";
+
+async fn raw_pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn raw_postgres(rt: &tokio::runtime::Runtime, url: &str, op: Op, clients: usize) -> f64 {
+    let keys = keys();
+    let conns: Vec<Arc<tokio_postgres::Client>> = rt.block_on(async {
+        let setup = raw_pg_client(url).await;
+        setup.batch_execute(CREATE_PG).await.unwrap();
+        let upsert = setup.prepare(UPSERT_PG).await.unwrap();
+        for k in keys.iter() {
+            let value: &[u8] = &[0xAB; 64];
+            setup
+                .execute(&upsert, &[k, &value, &None::<i64>])
+                .await
+                .unwrap();
+        }
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            conns.push(Arc::new(raw_pg_client(url).await));
+        }
+        conns
+    });
+    let statements: Vec<(tokio_postgres::Statement, tokio_postgres::Statement)> =
+        rt.block_on(async {
+            let mut out = Vec::new();
+            for c in &conns {
+                out.push((
+                    c.prepare(GET_PG).await.unwrap(),
+                    c.prepare(UPSERT_PG).await.unwrap(),
+                ));
+            }
+            out
+        });
+    bench::run_clients(rt, clients, |c| {
+        let client = Arc::clone(&conns[c]);
+        let (get, upsert) = statements[c].clone();
+        let keys = Arc::clone(&keys);
+        let mut rng = Rng::new(c as u64 + 1);
+        move || {
+            let client = Arc::clone(&client);
+            let key = keys[rng.below(KEYS)].clone();
+            let (get, upsert) = (get.clone(), upsert.clone());
+            async move {
+                match op {
+                    Op::Get => {
+                        let rows = client.query(&get, &[&key, &now_ms()]).await.unwrap();
+                        std::hint::black_box(rows);
+                    }
+                    Op::Set => {
+                        let value: &[u8] = &[0xAB; 64];
+                        client
+                            .execute(&upsert, &[&key, &value, &None::<i64>])
+                            .await
+                            .unwrap();
+                    }
+                }
+            }
+        }
+    })
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let dir = std::env::temp_dir().join(format!("store-sql-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = runtime();
+    let mut rows = Vec::new();
+
+    for (op, name) in [(Op::Get, "sqlite.get"), (Op::Set, "sqlite.set")] {
+        if !wanted(name) {
+            continue;
+        }
+        for clients in CLIENTS {
+            let tag = format!("{name}-{clients}");
+            let db = SqlDatabase::sqlite(SqliteConfig::new(
+                dir.join(format!("ours-{tag}.db")).to_string_lossy(),
+            ));
+            let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
+                .build()
+                .unwrap();
+            let ops = ours(&rt, &store, op, clients);
+            rt.block_on(db.close());
+            let raw = raw_sqlite(
+                &dir.join(format!("raw-{tag}.db")).to_string_lossy(),
+                op,
+                clients,
+            );
+            let raw_async = raw_sqlite_async(
+                &rt,
+                &dir.join(format!("raw-async-{tag}.db")).to_string_lossy(),
+                op,
+                clients,
+            );
+            rows.push(Row {
+                bench: name.to_owned(),
+                threads: clients,
+                ops_per_s: ops,
+                peers: vec![
+                    ("rusqlite".into(), raw),
+                    ("rusqlite+spawn_blocking".into(), raw_async),
+                ],
+            });
+        }
+    }
+    bench::report("store-sql", &rows);
+
+    let pg_rows: Vec<_> = [(Op::Get, "postgres.get"), (Op::Set, "postgres.set")]
+        .into_iter()
+        .filter(|(_, n)| wanted(n))
+        .collect();
+    if !pg_rows.is_empty() {
+        let server = match std::env::var("STORE_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Ok((url, None)),
+            _ => pg::PgServer::start_new("bench").map(|s| (s.url.clone(), Some(s))),
+        };
+        match server {
+            Err(why) => store_testkit::loud_skip("postgres benchmark", &why),
+            Ok((url, _server)) => {
+                let mut rows = Vec::new();
+                for (op, name) in pg_rows {
+                    for clients in CLIENTS {
+                        let mut config = PostgresConfig::new(url.clone());
+                        config.pool_size = Some(clients as u32);
+                        let db = SqlDatabase::postgres(config).unwrap();
+                        let table = format!("kv_{}_{clients}", name.replace('.', "_"));
+                        let store = SqlStore::builder(
+                            db.clone(),
+                            SqlStoreConfig::new(table).create_table(true),
+                        )
+                        .build()
+                        .unwrap();
+                        let ops = ours(&rt, &store, op, clients);
+                        rt.block_on(db.close());
+                        let raw = raw_postgres(&rt, &url, op, clients);
+                        rows.push(Row {
+                            bench: name.to_owned(),
+                            threads: clients,
+                            ops_per_s: ops,
+                            peers: vec![("tokio-postgres".into(), raw)],
+                        });
+                    }
+                }
+                bench::report("store-sql", &rows);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
