@@ -50,7 +50,10 @@ impl std::fmt::Debug for PostgresEngine {
 
 struct Conn {
     client: Client,
-    prepared: HashMap<String, Statement>,
+    /// Prepared statements keyed by the address of their SQL text (a store's statements live as
+    /// long as the store); the text is compared on every hit, so a reused address cannot mix
+    /// statements up. Saves hashing ~150 bytes per operation.
+    prepared: HashMap<usize, (String, Statement)>,
     task: JoinHandle<()>,
 }
 
@@ -140,8 +143,17 @@ impl PostgresEngine {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::closed("postgres database is closed"));
         }
-        let permit = match tokio::time::timeout(self.connect_timeout, self.permits.acquire()).await
-        {
+        // Fast path without a timer when a connection is free.
+        let permit = match self.permits.try_acquire() {
+            Ok(p) => Ok(Ok(p)),
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(Error::closed("postgres database is closed"));
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                tokio::time::timeout(self.connect_timeout, self.permits.acquire()).await
+            }
+        };
+        let permit = match permit {
             Err(_) => {
                 return Err(Error::unavailable(format!(
                     "postgres {}: no free connection within {:?}",
@@ -228,11 +240,12 @@ async fn run(
     limit: Duration,
 ) -> std::result::Result<Vec<tokio_postgres::Row>, Failure> {
     let work = async {
-        let statement = match conn.prepared.get(sql) {
-            Some(s) => s.clone(),
-            None => {
+        let id = sql.as_ptr() as usize;
+        let statement = match conn.prepared.get(&id) {
+            Some((text, s)) if text == sql => s.clone(),
+            _ => {
                 let s = conn.client.prepare(sql).await?;
-                conn.prepared.insert(sql.to_owned(), s.clone());
+                conn.prepared.insert(id, (sql.to_owned(), s.clone()));
                 s
             }
         };

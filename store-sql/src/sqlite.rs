@@ -151,6 +151,27 @@ impl SqliteEngine {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let running = Arc::clone(self.running().await?);
+        // Uncontended fast path: nobody leads and nothing waits, so this writer leads with its
+        // own statement in autocommit mode, then commits whatever queued meanwhile.
+        let alone = {
+            let mut q = lock(&running.queue);
+            if q.closed {
+                return Err(Error::closed("sqlite database is closed"));
+            }
+            let alone = !q.leading && q.jobs.is_empty();
+            q.leading |= alone;
+            alone
+        };
+        if alone {
+            let r = Arc::clone(&running);
+            return blocking(move || {
+                let _unwind = Unwind(&r);
+                let result = f(&lock(&r.writer));
+                lead_batches(&r);
+                result
+            })
+            .await?;
+        }
         let (done_tx, mut done_rx) = oneshot::channel::<Result<T>>();
         let (promote_tx, mut promote_rx) = oneshot::channel::<()>();
         let run: Run = Box::new(move |conn| {
@@ -231,16 +252,18 @@ impl SqliteEngine {
 
 /// The leader's loop: commit queued jobs batch by batch; after [`MAX_ROUNDS`] batches hand
 /// leadership to a waiting writer; stop leading when the queue is empty.
-fn lead_batches(running: &Running) {
-    /// Gives up leadership if a job panics, so later writers are not left waiting forever.
-    struct Unwind<'a>(&'a Running);
-    impl Drop for Unwind<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                lock(&self.0.queue).leading = false;
-            }
+/// Gives up leadership if a job panics, so later writers are not left waiting forever.
+struct Unwind<'a>(&'a Running);
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(&self.0.queue).leading = false;
         }
     }
+}
+
+fn lead_batches(running: &Running) {
     let _unwind = Unwind(running);
     let mut rounds = 0;
     loop {
