@@ -28,7 +28,7 @@ commands:
 ";
 
 /// Crates with a `cargo bench` target, in the order `cargo xtask bench` runs them.
-const BENCH_CRATES: &[&str] = &["store-memory"];
+const BENCH_CRATES: &[&str] = &["store-memory", "store-sql"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
