@@ -27,6 +27,8 @@ mod clock;
 mod duration;
 mod error;
 mod ext;
+#[cfg(feature = "tokio")]
+mod periodic;
 mod store;
 mod types;
 pub mod validate;
@@ -38,5 +40,7 @@ pub use clock::{
 pub use duration::{HumanDuration, format_duration, parse_duration};
 pub use error::{Error, ErrorKind, Result, TooLarge};
 pub use ext::StoreExt;
+#[cfg(feature = "tokio")]
+pub use periodic::Periodic;
 pub use store::{SharedStore, Store};
 pub use types::{Backend, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo};

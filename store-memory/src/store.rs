@@ -9,16 +9,15 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use store_core::{
-    Backend, Clock, Condition, Consistency, Entry, Error, ListOptions, Page, PutOptions, Result,
-    SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
+    Backend, Clock, Condition, Consistency, Entry, Error, ListOptions, Page, Periodic, PutOptions,
+    Result, SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
 };
-use tokio::task::JoinHandle;
 
 use crate::config::{Limits, MemoryConfig};
 
@@ -46,7 +45,7 @@ struct Inner {
     stored: AtomicUsize,
     /// The store-wide version counter; the next write gets this value.
     next_version: AtomicU64,
-    cleanup: Mutex<Option<JoinHandle<()>>>,
+    cleanup: Periodic,
 }
 
 /// Keeps each shard's lock on its own cache lines so two cores never fight over one line.
@@ -370,7 +369,7 @@ impl MemoryStoreBuilder {
                 shards,
                 stored: AtomicUsize::new(0),
                 next_version: AtomicU64::new(1),
-                cleanup: Mutex::new(None),
+                cleanup: Periodic::new(),
             }),
         }
     }
@@ -410,54 +409,25 @@ impl MemoryStore {
     ///
     /// Fails `Unavailable` outside a tokio runtime.
     pub fn start(&self) -> Result<()> {
-        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
-            Error::unavailable("memory store cleanup needs a tokio runtime").with_source(e)
-        })?;
-        let mut slot = self
-            .inner
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
-            return Ok(());
-        }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let every = self.inner.limits.cleanup_interval;
-        // Anchored here, not when the task first runs, so the first sweep is `every` after start.
-        let _guard = handle.enter();
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        *slot = Some(handle.spawn(async move {
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                inner.purge_expired();
-            }
-        }));
-        Ok(())
+        self.inner
+            .cleanup
+            .start(self.inner.limits.cleanup_interval, move || {
+                weak.upgrade().map(|inner| {
+                    inner.purge_expired();
+                    std::future::ready(())
+                })
+            })
     }
 
     /// Stops the cleanup timer. Idempotent; the store keeps serving requests.
     pub fn stop(&self) {
-        let handle = self
-            .inner
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
-            h.abort();
-        }
+        self.inner.cleanup.stop();
     }
 
     /// Whether the cleanup timer is running.
     pub fn is_started(&self) -> bool {
-        self.inner
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|h| !h.is_finished())
+        self.inner.cleanup.is_running()
     }
 
     fn check_put(
@@ -482,19 +452,6 @@ impl MemoryStore {
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(h) = self
-            .cleanup
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            h.abort();
-        }
     }
 }
 

@@ -1,17 +1,16 @@
 //! [`SqlStore`] and [`SqlDatabase`].
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use store_core::{
-    Backend, Condition, Consistency, Entry, Error, ListOptions, Page, PutOptions, Result,
+    Backend, Condition, Consistency, Entry, Error, ListOptions, Page, Periodic, PutOptions, Result,
     SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
 };
 use tokio::sync::OnceCell;
-use tokio::task::JoinHandle;
 
 use crate::config::{Checked, SqlStoreConfig};
 use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
@@ -73,7 +72,7 @@ struct Inner {
     create_table: bool,
     clock: SharedClock,
     ready: OnceCell<()>,
-    cleanup: Mutex<Option<JoinHandle<()>>>,
+    cleanup: Periodic,
 }
 
 impl fmt::Debug for SqlStore {
@@ -134,7 +133,7 @@ impl SqlStoreBuilder {
                 create_table: c.create_table,
                 clock: self.clock,
                 ready: OnceCell::new(),
-                cleanup: Mutex::new(None),
+                cleanup: Periodic::new(),
             }),
         })
     }
@@ -218,43 +217,18 @@ impl SqlStore {
         let Some(every) = self.inner.checked.cleanup_interval else {
             return Ok(());
         };
-        let handle = tokio::runtime::Handle::try_current().map_err(|e| {
-            Error::unavailable("sql store cleanup needs a tokio runtime").with_source(e)
-        })?;
-        let mut slot = self
-            .inner
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
-            return Ok(());
-        }
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let _guard = handle.enter();
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        *slot = Some(handle.spawn(async move {
-            loop {
-                tick.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
+        self.inner.cleanup.start(every, move || {
+            weak.upgrade().map(|inner| async move {
                 // A failed sweep (database briefly unreachable) is retried next tick.
                 let _ = inner.cleanup_once().await;
-            }
-        }));
-        Ok(())
+            })
+        })
     }
 
     /// Stops the cleanup timer. Idempotent; the store keeps serving requests.
     pub fn stop(&self) {
-        let handle = self
-            .inner
-            .cleanup
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(h) = handle {
-            h.abort();
-        }
+        self.inner.cleanup.stop();
     }
 
     fn check_write(
@@ -443,18 +417,5 @@ impl SqlStore {
             .engine
             .get(&inner.statements, key, inner.now())
             .await
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(h) = self
-            .cleanup
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            h.abort();
-        }
     }
 }

@@ -1,6 +1,7 @@
-//! The conformance suite and model test on PostgreSQL: with and without a version column, on the
-//! concrete type and through `Arc<dyn Store>`, each test on its own table of a private server
-//! this binary starts (or `STORE_TEST_POSTGRES_URL`).
+//! store.sql on PostgreSQL: the conformance suite and model test (with and without a version
+//! column, on the concrete type and through `Arc<dyn Store>`, each test on its own table of a
+//! private server this binary starts, or `STORE_TEST_POSTGRES_URL`), then outages,
+//! compare-and-swap across a pool, and secrets in errors.
 
 #![cfg(feature = "postgres")]
 
@@ -8,8 +9,9 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use store_core::SharedStore;
+use store_core::{Bytes, ErrorKind, SharedStore, Store, StoreExt};
 use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig};
 use store_testkit::{Harness, Options};
 use support::pg;
@@ -77,4 +79,109 @@ mod unversioned_dyn {
     store_testkit::conformance_suite!(options = OPTIONS; |h: Harness| async move {
         Arc::new(build(&h, false)) as SharedStore
     });
+}
+
+fn v(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn pg_config(url: &str) -> PostgresConfig {
+    let mut c = PostgresConfig::new(url);
+    c.pool_size = Some(8);
+    c.connect_timeout = Some(store_core::HumanDuration(Duration::from_secs(2)));
+    c.statement_timeout = Some(store_core::HumanDuration(Duration::from_secs(5)));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_cas_race_across_a_pool_loses_nothing() {
+    let url = match pg::shared() {
+        Ok(url) => url,
+        Err(why) => return pg::skip("postgres_cas_race_across_a_pool_loses_nothing", &why),
+    };
+    let db = SqlDatabase::postgres(pg_config(&url)).unwrap();
+    let table = format!("race_{}", std::process::id());
+    let store = Arc::new(
+        SqlStore::builder(
+            db.clone(),
+            SqlStoreConfig::new(table)
+                .create_table(true)
+                .version_column("v"),
+        )
+        .build()
+        .unwrap(),
+    );
+    store.set("n", v("0"), None).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                loop {
+                    let e = store.entry("n").await.unwrap().unwrap();
+                    let n: u64 = std::str::from_utf8(&e.value).unwrap().parse().unwrap();
+                    match store
+                        .compare_and_swap("n", e.version, v(&(n + 1).to_string()), None)
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(e) if e.kind() == ErrorKind::Conflict => continue,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.get("n").await.unwrap(), Some(v("800")));
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_fast_and_the_store_recovers() {
+    let server = match pg::PgServer::start_new("outage") {
+        Ok(s) => s,
+        Err(why) if std::env::var("STORE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
+            panic!("PostgreSQL is required but: {why}")
+        }
+        Err(why) => return pg::skip("postgres_outage_fails_fast_and_the_store_recovers", &why),
+    };
+    let db = SqlDatabase::postgres(pg_config(&server.url)).unwrap();
+    let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
+        .build()
+        .unwrap();
+    store.set("k", v("before"), None).await.unwrap();
+
+    server.stop();
+    let started = Instant::now();
+    let read = store.get("k").await.unwrap_err();
+    let write = store.set("k", v("during"), None).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(read.kind(), ErrorKind::Unavailable, "{read:?}");
+    assert_eq!(write.kind(), ErrorKind::Unavailable, "{write:?}");
+    assert!(read.retryable() && write.retryable());
+    assert!(took < Duration::from_secs(5), "failing took {took:?}");
+
+    server.start().unwrap();
+    // The same store object works again: broken connections are replaced on checkout.
+    assert_eq!(store.get("k").await.unwrap(), Some(v("before")));
+    store.set("k", v("after"), None).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(v("after")));
+    db.close().await;
+}
+
+#[tokio::test]
+async fn postgres_password_never_appears_in_errors() {
+    // Nothing listens on port 1: the connection fails, and the error must not echo the secret.
+    let db = SqlDatabase::postgres(pg_config("postgres://app:hunter2@127.0.0.1:1/db")).unwrap();
+    let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv"))
+        .build()
+        .unwrap();
+    let e = store.get("k").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    let everything = format!("{e} {e:?} {db:?} {store:?}");
+    assert!(!everything.contains("hunter2"), "{everything}");
+    assert!(everything.contains("app:***@127.0.0.1:1"), "{everything}");
 }

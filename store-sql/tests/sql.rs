@@ -1,16 +1,15 @@
-//! Behaviour specific to `store.sql`: identifier checks, durability across SIGKILL, PostgreSQL
-//! outages, compare-and-swap across a connection pool, cleanup, secrets in errors.
+//! Behaviour specific to `store.sql` on SQLite: identifier checks, durability across SIGKILL,
+//! group commit under load, cleanup and its timer. (PostgreSQL's are in `postgres.rs`.)
 
-mod support;
+#![cfg(feature = "sqlite")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use store_core::{Bytes, ErrorKind, ManualClock, Store, StoreExt};
-use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig};
-use support::pg;
+use store_core::{Bytes, ErrorKind, ManualClock, Store};
+use store_sql::{SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig};
 
 fn v(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
@@ -200,107 +199,6 @@ async fn sqlite_keeps_every_acknowledged_write_across_sigkill() {
     db.close().await;
 }
 
-fn pg_config(url: &str) -> PostgresConfig {
-    let mut c = PostgresConfig::new(url);
-    c.pool_size = Some(8);
-    c.connect_timeout = Some(store_core::HumanDuration(Duration::from_secs(2)));
-    c.statement_timeout = Some(store_core::HumanDuration(Duration::from_secs(5)));
-    c
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_cas_race_across_a_pool_loses_nothing() {
-    let url = match pg::shared() {
-        Ok(url) => url,
-        Err(why) => return pg::skip("postgres_cas_race_across_a_pool_loses_nothing", &why),
-    };
-    let db = SqlDatabase::postgres(pg_config(&url)).unwrap();
-    let table = format!("race_{}", std::process::id());
-    let store = Arc::new(
-        SqlStore::builder(
-            db.clone(),
-            SqlStoreConfig::new(table)
-                .create_table(true)
-                .version_column("v"),
-        )
-        .build()
-        .unwrap(),
-    );
-    store.set("n", v("0"), None).await.unwrap();
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..50 {
-                loop {
-                    let e = store.entry("n").await.unwrap().unwrap();
-                    let n: u64 = std::str::from_utf8(&e.value).unwrap().parse().unwrap();
-                    match store
-                        .compare_and_swap("n", e.version, v(&(n + 1).to_string()), None)
-                        .await
-                    {
-                        Ok(_) => break,
-                        Err(e) if e.kind() == ErrorKind::Conflict => continue,
-                        Err(e) => panic!("{e:?}"),
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(store.get("n").await.unwrap(), Some(v("800")));
-    db.close().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_outage_fails_fast_and_the_store_recovers() {
-    let server = match pg::PgServer::start_new("outage") {
-        Ok(s) => s,
-        Err(why) if std::env::var("STORE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") => {
-            panic!("PostgreSQL is required but: {why}")
-        }
-        Err(why) => return pg::skip("postgres_outage_fails_fast_and_the_store_recovers", &why),
-    };
-    let db = SqlDatabase::postgres(pg_config(&server.url)).unwrap();
-    let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
-        .build()
-        .unwrap();
-    store.set("k", v("before"), None).await.unwrap();
-
-    server.stop();
-    let started = Instant::now();
-    let read = store.get("k").await.unwrap_err();
-    let write = store.set("k", v("during"), None).await.unwrap_err();
-    let took = started.elapsed();
-    assert_eq!(read.kind(), ErrorKind::Unavailable, "{read:?}");
-    assert_eq!(write.kind(), ErrorKind::Unavailable, "{write:?}");
-    assert!(read.retryable() && write.retryable());
-    assert!(took < Duration::from_secs(5), "failing took {took:?}");
-
-    server.start().unwrap();
-    // The same store object works again: broken connections are replaced on checkout.
-    assert_eq!(store.get("k").await.unwrap(), Some(v("before")));
-    store.set("k", v("after"), None).await.unwrap();
-    assert_eq!(store.get("k").await.unwrap(), Some(v("after")));
-    db.close().await;
-}
-
-#[tokio::test]
-async fn postgres_password_never_appears_in_errors() {
-    // Nothing listens on port 1: the connection fails, and the error must not echo the secret.
-    let db = SqlDatabase::postgres(pg_config("postgres://app:hunter2@127.0.0.1:1/db")).unwrap();
-    let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv"))
-        .build()
-        .unwrap();
-    let e = store.get("k").await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unavailable);
-    let everything = format!("{e} {e:?} {db:?} {store:?}");
-    assert!(!everything.contains("hunter2"), "{everything}");
-    assert!(everything.contains("app:***@127.0.0.1:1"), "{everything}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_group_commit_under_load_loses_nothing() {
     // 32 writers keep the queue full, so batches hold many writes and leadership is handed on.
@@ -351,5 +249,57 @@ async fn sqlite_group_commit_under_load_loses_nothing() {
         after = page.cursor;
     }
     assert_eq!(seen, 32 * 200);
+    db.close().await;
+}
+
+fn rows_in(path: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).expect("open the test database");
+    conn.query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
+        .expect("count rows")
+}
+
+#[tokio::test(start_paused = true)]
+async fn sqlite_cleanup_timer_deletes_expired_rows_and_stops() {
+    let clock = ManualClock::at_millis(1_000_000);
+    let path = temp_db("timer");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path.clone()));
+    let config = SqlStoreConfig::new("kv")
+        .create_table(true)
+        .cleanup_interval(Duration::from_secs(60));
+    let store = SqlStore::builder(db.clone(), config)
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    store.start().await.unwrap();
+    store.start().await.unwrap(); // idempotent
+    store
+        .set("gone", v("x"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    store.set("kept", v("x"), None).await.unwrap();
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(rows_in(&path), 2, "expired but not yet reclaimed");
+    // Tokio's paused clock drives the timer; poll the file with a bounded number of turns.
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let mut turns = 0;
+    while rows_in(&path) != 1 {
+        turns += 1;
+        assert!(
+            turns < 1000,
+            "the cleanup timer never removed the expired row"
+        );
+        tokio::task::yield_now().await;
+    }
+    store.stop();
+    store
+        .set("later", v("x"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(600)).await;
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(rows_in(&path), 2, "a stopped timer deletes nothing");
     db.close().await;
 }
