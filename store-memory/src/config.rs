@@ -47,6 +47,9 @@ impl Default for Limits {
 }
 
 impl MemoryConfig {
+    /// Every field a `store.memory` entry may have (for "did you mean" suggestions).
+    pub const FIELDS: &'static [&'static str] = &["max_size", "cleanup_interval", "max_value_size"];
+
     /// Applies defaults and checks every field; errors name the field and the value.
     pub fn limits(&self) -> Result<Limits> {
         let max_size = match self.max_size {
@@ -105,6 +108,21 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid);
         assert!(e.message().starts_with("max_size -1"), "{e}");
+    }
+
+    #[test]
+    fn fields_list_matches_serde() {
+        let e = serde_json::from_str::<MemoryConfig>(r#"{"__probe__": 0}"#).unwrap_err();
+        for f in MemoryConfig::FIELDS {
+            assert!(
+                e.to_string().contains(&format!("`{f}`")),
+                "{f} missing from {e}"
+            );
+        }
+        assert_eq!(
+            e.to_string().matches('`').count() / 2,
+            MemoryConfig::FIELDS.len() + 1
+        );
     }
 
     #[test]

@@ -54,6 +54,19 @@ pub struct SqlStoreConfig {
 }
 
 impl SqlStoreConfig {
+    /// Every field a `store.sql` entry may have.
+    pub const FIELDS: &'static [&'static str] = &[
+        "database",
+        "table_name",
+        "id_column_name",
+        "payload_column_name",
+        "expire_column_name",
+        "version_column_name",
+        "cleanup_interval",
+        "create_table",
+        "max_value_size",
+    ];
+
     /// A config for `table_name` with every other field at its default.
     pub fn new(table_name: impl Into<String>) -> Self {
         Self {
@@ -153,6 +166,9 @@ pub struct SqliteConfig {
 }
 
 impl SqliteConfig {
+    /// Every field a `db.sql.sqlite` entry may have.
+    pub const FIELDS: &'static [&'static str] = &["path", "busy_timeout"];
+
     /// A database at `path`.
     pub fn new(path: impl Into<String>) -> Self {
         Self {
@@ -184,6 +200,15 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// Every field a `db.sql.postgres` entry may have.
+    pub const FIELDS: &'static [&'static str] = &[
+        "url",
+        "url_env",
+        "pool_size",
+        "connect_timeout",
+        "statement_timeout",
+    ];
+
     /// A database at `url`.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
@@ -253,6 +278,21 @@ impl fmt::Debug for PostgresConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serde_fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
+        let e = serde_json::from_str::<T>(r#"{"__probe__": 0}"#)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        e.split('`').skip(3).step_by(2).map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn fields_lists_match_serde() {
+        assert_eq!(serde_fields::<SqlStoreConfig>(), SqlStoreConfig::FIELDS);
+        assert_eq!(serde_fields::<SqliteConfig>(), SqliteConfig::FIELDS);
+        assert_eq!(serde_fields::<PostgresConfig>(), PostgresConfig::FIELDS);
+    }
 
     #[test]
     fn passwords_never_show() {

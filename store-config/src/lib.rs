@@ -1,0 +1,41 @@
+//! Registry files (YAML) to stores: `store.memory`, `store.sql` and its `db.sql.sqlite` /
+//! `db.sql.postgres` databases, each behind a cargo feature (`memory`, `sqlite`, `postgres`).
+//!
+//! ```
+//! use store_config::Registry;
+//!
+//! let yaml = r#"
+//! namespace: app
+//! entries:
+//!   - name: cache
+//!     kind: store.memory
+//!     max_sise: 10
+//! "#;
+//! let errors = Registry::builder().load_str("app.yaml", yaml).unwrap_err();
+//! assert_eq!(
+//!     errors.to_string(),
+//!     "app.yaml:6:5: entry `app:cache`: field `max_sise`: unknown field `max_sise`, did you mean `max_size`?"
+//! );
+//! ```
+//!
+//! Every error names the file, the entry id and the field, with the line and column where they
+//! are known, and loading reports every problem it finds, not just the first. Loading does no
+//! I/O beyond reading the files; databases connect on first use. [`Registry::start`] starts the
+//! background work of `lifecycle.auto_start` entries and [`Registry::shutdown`] stops everything.
+//! [`NodeConfig`] reads a node's settings and the registry paths it names.
+//!
+//! Adding a kind is one entry in the kind table (`kinds.rs`) and one function; each backend's
+//! config struct lives in its own crate. This crate must never open a connection while loading.
+
+// Loading runs once at start-up; its errors are values people read, not a hot path to shrink.
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod kinds;
+mod node;
+mod registry;
+mod source;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use node::{HttpConfig, NodeConfig};
+pub use registry::{Entry, Registry, RegistryBuilder, Settings};

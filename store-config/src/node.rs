@@ -1,0 +1,220 @@
+//! The node config file (SPEC §9): data folder, HTTP settings, cluster settings, registry paths.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use crate::error::{ConfigError, ConfigErrors, closest};
+use crate::registry::{Registry, RegistryBuilder};
+
+const DEFAULT_BIND: &str = "127.0.0.1:7700";
+
+fn default_bind() -> String {
+    DEFAULT_BIND.to_owned()
+}
+
+/// The `http` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on (default `127.0.0.1:7700`).
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// Environment variable holding the bearer token clients must send.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Allow a non-loopback `bind` without a token.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            token_env: None,
+            insecure: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    #[serde(default)]
+    data_dir: Option<String>,
+    #[serde(default)]
+    http: HttpConfig,
+    #[serde(default)]
+    cluster: Option<Value>,
+    #[serde(default)]
+    registry: Vec<String>,
+}
+
+/// A node's settings, with relative paths resolved against the node file's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// The node config file.
+    pub file: PathBuf,
+    /// Where the node keeps its data (default `./data` beside the file).
+    pub data_dir: PathBuf,
+    /// HTTP settings.
+    pub http: HttpConfig,
+    /// The listen address, parsed from `http.bind`.
+    pub bind: SocketAddr,
+    /// Raft and gossip settings, kept as written for the cluster engines.
+    pub cluster: Option<Value>,
+    /// Registry files and folders.
+    pub registry: Vec<PathBuf>,
+}
+
+impl NodeConfig {
+    /// Reads and checks a node config file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigErrors> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::invalid(path, format!("cannot read the file: {e}")))?;
+        Self::from_str(path, &text)
+    }
+
+    /// Checks a node config given as text; `path` is where it (notionally) lives.
+    pub fn from_str(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let parsed: NodeFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let at = inner.location().map(|l| (l.line(), l.column()));
+            let mut message = inner.to_string();
+            // serde_norway appends " at line L column C"; the position is in the prefix already.
+            if let Some(cut) = message.find(" at line ") {
+                message.truncate(cut);
+            }
+            // Nested errors come as "http: unknown field …": the path is named as the field.
+            if let Some(at) = message.find("unknown field `") {
+                message.drain(..at);
+            }
+            if let Some(unknown) = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .map(str::to_owned)
+            {
+                let unknown = unknown.as_str();
+                let known = [
+                    "data_dir",
+                    "http",
+                    "cluster",
+                    "registry",
+                    "bind",
+                    "token_env",
+                    "insecure",
+                ];
+                if let Some(c) = closest(unknown, &known) {
+                    message = format!("unknown field `{unknown}`, did you mean `{c}`?");
+                }
+            }
+            let mut err = ConfigError::invalid(path, message).at(at);
+            if field != "." {
+                err = err.field(&field);
+            }
+            ConfigErrors::from(err)
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let position = |key: &str| {
+            text.lines()
+                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+                .map(|n| (n + 1, 1))
+        };
+        let bind: SocketAddr = parsed.http.bind.parse().map_err(|_| {
+            ConfigError::invalid(
+                path,
+                format!("`{}`: not an address like 127.0.0.1:7700", parsed.http.bind),
+            )
+            .field("http.bind")
+            .at(position("bind"))
+        })?;
+        if !bind.ip().is_loopback() && parsed.http.token_env.is_none() && !parsed.http.insecure {
+            return Err(ConfigError::invalid(
+                path,
+                format!(
+                    "`{bind}` is not a loopback address: set http.token_env (clients then send \
+                     that bearer token) or http.insecure: true"
+                ),
+            )
+            .field("http.bind")
+            .at(position("bind"))
+            .into());
+        }
+        Ok(Self {
+            file: path.to_path_buf(),
+            data_dir: resolve(parsed.data_dir.as_deref().unwrap_or("./data")),
+            http: parsed.http,
+            bind,
+            cluster: parsed.cluster,
+            registry: parsed.registry.iter().map(|p| resolve(p)).collect(),
+        })
+    }
+
+    /// Loads the registry files this node names.
+    pub fn load_registry(&self, builder: &RegistryBuilder) -> Result<Registry, ConfigErrors> {
+        builder.load(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = NodeConfig::from_str(
+            Path::new("/etc/store/node.yaml"),
+            "registry: [./registry]\n",
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/store/./data"));
+        assert_eq!(c.registry, vec![PathBuf::from("/etc/store/./registry")]);
+        assert_eq!(c.bind.to_string(), DEFAULT_BIND);
+        assert!(!c.http.insecure);
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token_or_insecure() {
+        let e =
+            NodeConfig::from_str(Path::new("n.yaml"), "http:\n  bind: 0.0.0.0:7700\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("n.yaml:2:1: field `http.bind`: `0.0.0.0:7700` is not a loopback"),
+            "{e}"
+        );
+        let ok = "http:\n  bind: 0.0.0.0:7700\n  token_env: STORE_TOKEN\n";
+        assert!(NodeConfig::from_str(Path::new("n.yaml"), ok).is_ok());
+        let ok = "http:\n  bind: 0.0.0.0:7700\n  insecure: true\n";
+        assert!(NodeConfig::from_str(Path::new("n.yaml"), ok).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_name_line_and_suggest() {
+        let e =
+            NodeConfig::from_str(Path::new("n.yaml"), "data_dir: x\nregistri: []\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "n.yaml:2:1: field `registri`: unknown field `registri`, did you mean `registry`?"
+        );
+        let e = NodeConfig::from_str(Path::new("n.yaml"), "http:\n  bnd: x\n").unwrap_err();
+        assert!(
+            e.to_string().contains("n.yaml:2:3: field `http.bnd`"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("did you mean `bind`?"), "{e}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Registries that load: the repository's examples, defaults, lifecycle, never panicking on
+//! garbage, and the conformance suite on stores built from YAML.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use store_config::{NodeConfig, Registry, Settings};
+use store_core::{Bytes, ErrorKind, SharedStore, Store, format_duration, parse_duration};
+use store_testkit::Harness;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn temp(name: &str) -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-config");
+    std::fs::create_dir_all(&dir).expect("test folder");
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("{name}-{}-{n}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+#[test]
+fn every_example_config_loads() {
+    let examples = repo().join("examples");
+    let mut nodes = 0;
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "yaml") {
+            let node = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            let registry = node
+                .load_registry(&Registry::builder())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                registry.store_ids().count() > 0,
+                "{} has no stores",
+                path.display()
+            );
+            nodes += 1;
+        }
+    }
+    assert!(
+        nodes >= 1,
+        "no example node configs under {}",
+        examples.display()
+    );
+    let local = NodeConfig::load(examples.join("local.yaml")).unwrap();
+    let registry = local.load_registry(&Registry::builder()).unwrap();
+    let ids: Vec<&str> = registry.store_ids().collect();
+    assert_eq!(ids, ["app:cache", "app:kv"]);
+    match registry.entry("app:main_db").and_then(|e| e.settings()) {
+        Some(Settings::Sqlite(c)) => {
+            assert!(c.path.ends_with("registry/../data/app.db"), "{}", c.path)
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn defaults_apply_as_the_spec_says() {
+    let yaml = "\
+namespace: d
+entries:
+  - name: zero
+    kind: store.memory
+    max_size: 0
+    cleanup_interval: '0'
+  - name: bare
+    kind: store.memory
+  - name: db
+    kind: db.sql.sqlite
+    path: x.db
+  - name: sql
+    kind: store.sql
+    database: db
+    table_name: kv
+  - name: pg
+    kind: db.sql.postgres
+    url: postgres://u:secret@h/d
+";
+    let r = Registry::builder().load_str("d.yaml", yaml).unwrap();
+    for id in ["d:zero", "d:bare"] {
+        match r.entry(id).and_then(|e| e.settings()) {
+            Some(Settings::Memory(_, limits)) => {
+                assert_eq!(limits.max_size, 10_000, "{id}");
+                assert_eq!(limits.cleanup_interval, Duration::from_secs(300), "{id}");
+                assert_eq!(limits.max_value_size, 1 << 20, "{id}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    match r.entry("d:sql").and_then(|e| e.settings()) {
+        Some(Settings::Sql(c)) => {
+            assert_eq!(
+                c.database, "d:db",
+                "a bare reference means the same namespace"
+            );
+            assert_eq!(c.id_column_name, "key");
+            assert_eq!(c.payload_column_name, "value");
+            assert_eq!(c.expire_column_name, "expires_at");
+            assert_eq!(c.version_column_name, None);
+            assert_eq!(c.cleanup_interval, None, "no cleanup unless asked");
+            assert!(!c.create_table);
+            assert_eq!(c.max_value_size, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    match r.entry("d:db").and_then(|e| e.settings()) {
+        Some(Settings::Sqlite(c)) => {
+            assert_eq!(c.path, "x.db", "relative to the file's folder (here: none)");
+            assert_eq!(c.busy_timeout, None);
+        }
+        other => panic!("{other:?}"),
+    }
+    match r.entry("d:pg").and_then(|e| e.settings()) {
+        Some(Settings::Postgres(c)) => {
+            assert_eq!(c.pool_size, None);
+            assert!(!format!("{c:?}").contains("secret"), "{c:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let info = r.store("d:sql").unwrap().info();
+    assert!(!info.versioned && info.conditional_put && info.durable);
+}
+
+#[test]
+fn unknown_store_ids_list_the_known_ones() {
+    let yaml = "namespace: a\nentries:\n  - name: x\n    kind: store.memory\n";
+    let r = Registry::builder().load_str("a.yaml", yaml).unwrap();
+    let e = r.store("a:y").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert_eq!(e.message(), "no store `a:y`; known stores: a:x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_and_shutdown_are_idempotent_and_shutdown_closes_databases() {
+    let path = temp("lifecycle");
+    let yaml = format!(
+        "namespace: l\nentries:\n  - name: db\n    kind: db.sql.sqlite\n    path: {}\n  \
+         - name: kv\n    kind: store.sql\n    database: db\n    table_name: kv\n    \
+         create_table: true\n    cleanup_interval: 1m\n    lifecycle:\n      auto_start: true\n  \
+         - name: mem\n    kind: store.memory\n    lifecycle:\n      auto_start: true\n",
+        path.display()
+    );
+    let r = Registry::builder().load_str("l.yaml", &yaml).unwrap();
+    assert!(!path.exists(), "loading opens nothing");
+    r.start().await.unwrap();
+    r.start().await.unwrap();
+    // Starting the auto_start SQL store created its table.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'kv'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1);
+    let kv = r.store("l:kv").unwrap();
+    kv.set("k", Bytes::from_static(b"v"), None).await.unwrap();
+    r.shutdown().await;
+    r.shutdown().await;
+    assert_eq!(kv.get("k").await.unwrap_err().kind(), ErrorKind::Closed);
+    let mem = r.store("l:mem").unwrap();
+    mem.set("k", Bytes::from_static(b"v"), None).await.unwrap();
+}
+
+proptest! {
+    #[test]
+    fn formatted_durations_parse_back(secs in 0u64..10_000_000_000, nanos in 0u32..1_000_000_000) {
+        let d = Duration::new(secs, nanos);
+        prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_loader(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = Registry::builder().load_str("fuzz.yaml", &text);
+        let _ = NodeConfig::from_str(Path::new("fuzz.yaml"), &text);
+    }
+
+    #[test]
+    fn random_registry_shaped_files_never_panic(
+        lines in prop::collection::vec(
+            (
+                prop::sample::select(vec!["", "  ", "    ", "  - ", "      "]),
+                prop::sample::select(vec![
+                    "namespace", "entries", "name", "kind", "max_size", "cleanup_interval",
+                    "database", "table_name", "path", "url", "lifecycle", "auto_start", "meta",
+                    "version", "- name", "url_env", "create_table",
+                ]),
+                prop::sample::select(vec![
+                    "", " app", " store.memory", " store.sql", " db.sql.sqlite", " -1", " 5m",
+                    " 30", " ':memory:'", " [", " {a: 1}", " true", " 'x y'", " ~", " 0",
+                ]),
+            ),
+            0..30,
+        )
+    ) {
+        let text: String = lines
+            .iter()
+            .map(|(indent, key, value)| format!("{indent}{key}:{value}\n"))
+            .collect();
+        let _ = Registry::builder().load_str("shaped.yaml", &text);
+    }
+}
+
+fn memory_from_yaml(h: &Harness) -> SharedStore {
+    let yaml =
+        "namespace: t\nentries:\n  - name: m\n    kind: store.memory\n    max_size: 100000\n";
+    Registry::builder()
+        .clock(h.shared_clock())
+        .load_str("t.yaml", yaml)
+        .expect("a valid registry")
+        .store("t:m")
+        .expect("the store it names")
+}
+
+fn sqlite_from_yaml(h: &Harness) -> SharedStore {
+    let yaml = format!(
+        "namespace: t\nentries:\n  - name: db\n    kind: db.sql.sqlite\n    path: {}\n  \
+         - name: s\n    kind: store.sql\n    database: db\n    table_name: kv\n    \
+         version_column_name: version\n    create_table: true\n",
+        temp("suite").display()
+    );
+    Registry::builder()
+        .clock(h.shared_clock())
+        .load_str("t.yaml", &yaml)
+        .expect("a valid registry")
+        .store("t:s")
+        .expect("the store it names")
+}
+
+mod memory_from_registry {
+    use super::*;
+    store_testkit::conformance_suite!(|h: Harness| async move { memory_from_yaml(&h) });
+}
+
+mod sqlite_from_registry {
+    use super::*;
+    store_testkit::conformance_suite!(|h: Harness| async move { sqlite_from_yaml(&h) });
+}
