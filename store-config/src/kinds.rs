@@ -115,8 +115,8 @@ pub(crate) enum Reference<'a> {
     Database(String, &'a Database),
     /// An entry of another kind.
     OtherKind(String, &'static str),
-    /// Nothing with that id.
-    Missing(String),
+    /// Nothing with that id; the closest existing id, if one is close.
+    Missing(String, Option<String>),
 }
 
 /// What a builder gets: the entry's fields and where they came from.
@@ -227,11 +227,14 @@ fn sql(ctx: &Ctx<'_>) -> Result<Built, ConfigError> {
                 format!("`{id}` is a {kind} entry; expected db.sql.sqlite or db.sql.postgres"),
             ));
         }
-        Reference::Missing(id) => {
+        Reference::Missing(id, closest) => {
+            let hint = closest
+                .map(|c| format!(", did you mean `{c}`?"))
+                .unwrap_or_default();
             return Err(ctx.error_of(
                 ErrorKind::NotFound,
                 Some("database"),
-                format!("no entry `{id}` (dangling reference)"),
+                format!("no entry `{id}` (dangling reference){hint}"),
             ));
         }
     };

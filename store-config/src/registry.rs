@@ -293,7 +293,7 @@ impl RegistryBuilder {
 
         // Databases first: stores reference them.
         let mut databases: BTreeMap<String, (Database, Settings)> = BTreeMap::new();
-        let nothing = |reference: &str| Reference::Missing(reference.to_owned());
+        let nothing = |reference: &str| Reference::Missing(reference.to_owned(), None);
         for raw in &raws {
             if let Build::Database(build) = raw.kind.build {
                 match build(&ctx(raw, sources, &self.clock, &nothing)) {
@@ -347,7 +347,11 @@ impl RegistryBuilder {
                         match (databases.get(&id), kinds_by_id.get(id.as_str())) {
                             (Some((db, _)), _) => Reference::Database(id, db),
                             (None, Some(kind)) => Reference::OtherKind(id, kind),
-                            (None, None) => Reference::Missing(id),
+                            (None, None) => {
+                                let ids: Vec<&str> = kinds_by_id.keys().copied().collect();
+                                let near = closest(&id, &ids).map(str::to_owned);
+                                Reference::Missing(id, near)
+                            }
                         }
                     };
                     match build(&ctx(raw, sources, &self.clock, &resolve)) {

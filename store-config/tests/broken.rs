@@ -153,6 +153,17 @@ const CASES: &[Case] = &[
     ),
     case(
         concat!(
+            "  - name: main_db\n    kind: db.sql.sqlite\n    path: ':memory:'\n",
+            "  - name: s\n    kind: store.sql\n    database: app:main_dbb\n    table_name: kv\n"
+        ),
+        NotFound,
+        Some("app:s"),
+        "database",
+        8,
+        &["no entry `app:main_dbb` (dangling reference), did you mean `app:main_db`?"],
+    ),
+    case(
+        concat!(
             "  - name: m\n    kind: store.memory\n",
             "  - name: s\n    kind: store.sql\n    database: m\n    table_name: kv\n"
         ),
