@@ -246,3 +246,36 @@ mod sqlite_from_registry {
     use super::*;
     store_testkit::conformance_suite!(|h: Harness| async move { sqlite_from_yaml(&h) });
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_of_one_database_entry_share_its_handle() {
+    // A `:memory:` database exists once per handle: if both stores see each other's writes,
+    // they share one database (one pool), not one each.
+    let yaml = "\
+namespace: s
+entries:
+  - name: db
+    kind: db.sql.sqlite
+    path: ':memory:'
+  - name: a
+    kind: store.sql
+    database: db
+    table_name: kv
+    create_table: true
+  - name: b
+    kind: store.sql
+    database: db
+    table_name: kv
+    create_table: true
+";
+    let r = Registry::builder().load_str("s.yaml", yaml).unwrap();
+    let (a, b) = (r.store("s:a").unwrap(), r.store("s:b").unwrap());
+    a.set("k", Bytes::from_static(b"from a"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.get("k").await.unwrap(),
+        Some(Bytes::from_static(b"from a"))
+    );
+    r.shutdown().await;
+    assert_eq!(b.get("k").await.unwrap_err().kind(), ErrorKind::Closed);
+}
