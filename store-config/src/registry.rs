@@ -163,6 +163,21 @@ impl Entry {
         self.settings.as_ref()
     }
 
+    /// The largest value the store accepts, in bytes (for front ends that stream bodies).
+    pub fn max_value_size(&self) -> usize {
+        match &self.settings {
+            #[cfg(feature = "memory")]
+            Some(Settings::Memory(_, limits)) => limits.max_value_size,
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            Some(Settings::Sql(c)) => c
+                .max_value_size
+                .filter(|n| *n > 0)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(store_core::validate::DEFAULT_MAX_VALUE_SIZE),
+            _ => store_core::validate::DEFAULT_MAX_VALUE_SIZE,
+        }
+    }
+
     /// The store, if this is a store entry.
     pub fn store(&self) -> Option<&SharedStore> {
         match &self.item {

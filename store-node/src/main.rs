@@ -1,0 +1,258 @@
+//! `store-node`: runs a node of the store family from YAML and serves its HTTP API; its other
+//! subcommands are a command-line client of that API.
+//!
+//! ```text
+//! store-node serve --config examples/local.yaml
+//! store-node set app:cache greeting hello --ttl 30s
+//! store-node get app:cache greeting
+//! ```
+//!
+//! `serve` binds loopback unless the config names a token (or says `insecure: true`), and must
+//! never answer a request for a non-loopback client without checking its bearer token then.
+
+mod client;
+mod server;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use store_config::{NodeConfig, Registry};
+
+#[derive(Parser)]
+#[command(
+    name = "store-node",
+    version,
+    about = "Run a store node, or talk to one."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Remote {
+    /// The node's address.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7700",
+        env = "STORE_ADDR",
+        global = true
+    )]
+    addr: String,
+    /// Bearer token, for nodes that require one.
+    #[arg(long, env = "STORE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON for scripts instead of text for people.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: load its config and registry, serve the HTTP API until SIGINT/SIGTERM.
+    Serve {
+        /// The node config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Listen here instead of the config's http.bind (port 0 picks a free port).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Load a node config and its registry without opening anything; report every error.
+    Validate {
+        /// The node config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// List the node's stores.
+    Stores(#[command(flatten)] Remote),
+    /// Show one store's info.
+    Info {
+        /// Store id, e.g. app:cache.
+        store: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print a key's value.
+    Get {
+        /// Store id.
+        store: String,
+        /// Key.
+        key: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write a value (from the argument, or stdin).
+    Set {
+        /// Store id.
+        store: String,
+        /// Key.
+        key: String,
+        /// Value; read from stdin when absent.
+        value: Option<String>,
+        /// Time to live: 30s, 5m, 1h30m, or seconds.
+        #[arg(long)]
+        ttl: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Write a value if a condition holds.
+    Put {
+        /// Store id.
+        store: String,
+        /// Key.
+        key: String,
+        /// Value; read from stdin when absent.
+        value: Option<String>,
+        /// Time to live: 30s, 5m, 1h30m, or seconds.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Only if the key is absent.
+        #[arg(long, conflicts_with = "if_version")]
+        if_absent: bool,
+        /// Only if the key's version is this one.
+        #[arg(long)]
+        if_version: Option<u64>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a key.
+    Delete {
+        /// Store id.
+        store: String,
+        /// Key.
+        key: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List keys.
+    List {
+        /// Store id.
+        store: String,
+        /// Only keys starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only keys after this one (a previous page's cursor).
+        #[arg(long)]
+        after: Option<String>,
+        /// Page size (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Follow cursors to the end.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+fn client(r: &Remote) -> client::Client {
+    client::Client::new(&r.addr, r.token.clone(), r.json)
+}
+
+fn validate(config: &PathBuf) -> ExitCode {
+    let node = match NodeConfig::load(config) {
+        Ok(n) => n,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match node.load_registry(&Registry::builder()) {
+        Ok(registry) => {
+            println!("ok: {} (listen on {})", config.display(), node.bind);
+            for entry in registry.entries() {
+                let what = entry.store().map_or_else(
+                    || "database".to_owned(),
+                    |s| {
+                        let i = s.info();
+                        format!("{} {}, versioned={}", i.backend, i.consistency, i.versioned)
+                    },
+                );
+                println!(
+                    "  {:<24} {:<16} {what}{}",
+                    entry.id,
+                    entry.kind,
+                    if entry.auto_start { ", auto_start" } else { "" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s)", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { config } => return validate(&config),
+        Command::Serve { config, bind } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let node = match NodeConfig::load(&config) {
+                Ok(n) => n,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(server::serve(&node, bind)))
+        }
+        Command::Stores(r) => client(&r).stores(),
+        Command::Info { store, remote } => client(&remote).info(&store),
+        Command::Get { store, key, remote } => client(&remote).get(&store, &key),
+        Command::Set {
+            store,
+            key,
+            value,
+            ttl,
+            remote,
+        } => client(&remote).put(&store, &key, value, ttl.as_deref(), None),
+        Command::Put {
+            store,
+            key,
+            value,
+            ttl,
+            if_absent,
+            if_version,
+            remote,
+        } => {
+            let condition = match (if_absent, if_version) {
+                (true, _) => Some("if_absent=true".to_owned()),
+                (false, Some(v)) => Some(format!("if_version={v}")),
+                (false, None) => None,
+            };
+            client(&remote).put(&store, &key, value, ttl.as_deref(), condition)
+        }
+        Command::Delete { store, key, remote } => client(&remote).delete(&store, &key),
+        Command::List {
+            store,
+            prefix,
+            after,
+            limit,
+            all,
+            remote,
+        } => client(&remote).list(&store, prefix.as_deref(), after, limit, all),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

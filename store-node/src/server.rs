@@ -1,0 +1,466 @@
+//! `store-node serve`: the HTTP API of SPEC §10 over a loaded registry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+use store_config::{NodeConfig, Registry};
+use store_core::{
+    Condition, Error, ErrorKind, ListOptions, PutOptions, SharedStore, Store, to_millis,
+};
+
+/// What every handler shares.
+struct App {
+    registry: Registry,
+    /// Largest value per store id.
+    limits: HashMap<String, usize>,
+    /// The bearer token clients must send, if any.
+    token: Option<String>,
+}
+
+/// A store error as an HTTP answer: `{error: {kind, message, retryable}}`.
+struct ApiError(Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+fn status_of(e: &Error) -> StatusCode {
+    if e.too_large().is_some() {
+        return StatusCode::PAYLOAD_TOO_LARGE;
+    }
+    match e.kind() {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists | ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Unavailable | ErrorKind::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::PermissionDenied => StatusCode::UNAUTHORIZED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let body = json!({
+            "error": {
+                "kind": e.kind().as_str(),
+                "message": e.message(),
+                "retryable": e.retryable(),
+            }
+        });
+        (status_of(&e), axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The store id and key of `/v1/stores/{id}/keys/{key…}`, percent-decoded from the raw path.
+fn id_and_key(path: &str) -> Result<(String, Option<String>), Error> {
+    let rest = path.strip_prefix("/v1/stores/").unwrap_or(path);
+    let (id, key) = match rest.split_once('/') {
+        Some((id, tail)) => (id, tail.strip_prefix("keys/")),
+        None => (rest, None),
+    };
+    let decode = |what: &str, raw: &str| {
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                Error::invalid(format!(
+                    "{what} {raw:?}: not valid UTF-8 after percent-decoding"
+                ))
+            })
+    };
+    let id = decode("store id", id)?;
+    let key = key.map(|k| decode("key", k)).transpose()?;
+    Ok((id, key))
+}
+
+fn store(app: &App, id: &str) -> Result<SharedStore, Error> {
+    app.registry.store(id)
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({ "status": "ok", "stores": app.registry.store_ids().count() }))
+        .into_response()
+}
+
+async fn stores(State(app): State<Arc<App>>) -> ApiResult {
+    let mut out = Vec::new();
+    for id in app.registry.store_ids() {
+        out.push(store(&app, id)?.info());
+    }
+    Ok(axum::Json(json!({ "stores": out })).into_response())
+}
+
+async fn store_info(State(app): State<Arc<App>>, req: Request) -> ApiResult {
+    let (id, _) = id_and_key(req.uri().path())?;
+    Ok(axum::Json(store(&app, &id)?.info()).into_response())
+}
+
+async fn get_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
+    let (id, key) = id_and_key(req.uri().path())?;
+    let key = key.unwrap_or_default();
+    let entry = store(&app, &id)?.entry(&key).await?;
+    let Some(entry) = entry else {
+        return Err(
+            Error::not_found(format!("key {}: absent", store_core::validate::quote(&key))).into(),
+        );
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-store-version", HeaderValue::from(entry.version));
+    if let Some(at) = entry.expires_at {
+        headers.insert("x-store-expires-at", HeaderValue::from(to_millis(at)));
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok((StatusCode::OK, headers, entry.value).into_response())
+}
+
+async fn head_key(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let found = async {
+        let (id, key) = id_and_key(&path)?;
+        store(&app, &id)?.has(&key.unwrap_or_default()).await
+    }
+    .await;
+    match found {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => status_of(&e).into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PutQuery {
+    ttl: Option<String>,
+    if_absent: Option<String>,
+    if_version: Option<String>,
+}
+
+fn flag(name: &str, v: &str) -> Result<bool, Error> {
+    match v {
+        "" | "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(Error::invalid(format!(
+            "{name} {other:?}: expected true or false"
+        ))),
+    }
+}
+
+/// `ttl` as a duration string (`30s`, `1h30m`) or a number of seconds.
+fn ttl_of(text: &str) -> Result<Option<Duration>, Error> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Some(Duration::from_secs(secs)));
+    }
+    if let Ok(secs) = text.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Ok(Some(Duration::from_secs_f64(secs)));
+    }
+    store_core::parse_duration(text)
+        .map(Some)
+        .map_err(|e| Error::invalid(format!("ttl: {}", e.message())))
+}
+
+async fn put_key(
+    State(app): State<Arc<App>>,
+    Query(q): Query<PutQuery>,
+    req: Request,
+) -> ApiResult {
+    let (id, key) = id_and_key(req.uri().path())?;
+    let key = key.unwrap_or_default();
+    let store = store(&app, &id)?;
+    let limit = app
+        .limits
+        .get(&id)
+        .copied()
+        .unwrap_or(store_core::validate::DEFAULT_MAX_VALUE_SIZE);
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return Err(Error::value_too_large(n, limit).into());
+    }
+    let mut options = PutOptions::new();
+    if let Some(ttl) = q.ttl.as_deref() {
+        options = options.with_ttl(ttl_of(ttl)?);
+    }
+    let if_absent = q
+        .if_absent
+        .as_deref()
+        .map(|v| flag("if_absent", v))
+        .transpose()?
+        .unwrap_or(false);
+    let if_version = q
+        .if_version
+        .as_deref()
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| Error::invalid(format!("if_version {v:?}: expected a version number")))
+        })
+        .transpose()?;
+    options = match (if_absent, if_version) {
+        (true, Some(_)) => {
+            return Err(Error::invalid("if_absent and if_version: give only one").into());
+        }
+        (true, None) => options.condition(Condition::IfAbsent),
+        (false, Some(v)) => options.condition(Condition::IfVersion(v)),
+        (false, None) => options,
+    };
+    // At most `limit + 1` bytes are read: a longer body is refused without buffering it whole.
+    let body = axum::body::to_bytes(req.into_body(), limit + 1)
+        .await
+        .map_err(|_| Error::value_too_large(limit + 1, limit).context("request body"))?;
+    if body.len() > limit {
+        return Err(Error::value_too_large(body.len(), limit).into());
+    }
+    let e = store.put(&key, body, options).await?;
+    Ok(axum::Json(json!({
+        "key": e.key,
+        "version": e.version,
+        "expires_at": e.expires_at.map(to_millis),
+    }))
+    .into_response())
+}
+
+async fn delete_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
+    let (id, key) = id_and_key(req.uri().path())?;
+    let deleted = store(&app, &id)?.delete(&key.unwrap_or_default()).await?;
+    Ok(axum::Json(json!({ "deleted": deleted })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+async fn list_keys(
+    State(app): State<Arc<App>>,
+    Query(q): Query<ListQuery>,
+    req: Request,
+) -> ApiResult {
+    let (id, _) = id_and_key(req.uri().path())?;
+    let mut options = ListOptions::new()
+        .prefix(q.prefix.unwrap_or_default())
+        .with_after(q.after.filter(|a| !a.is_empty()));
+    if let Some(limit) = q.limit.filter(|l| !l.is_empty()) {
+        let n = limit
+            .parse::<usize>()
+            .map_err(|_| Error::invalid(format!("limit {limit:?}: expected a number")))?;
+        options = options.limit(n);
+    }
+    let page = store(&app, &id)?.list(options).await?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let items: Vec<_> = page
+        .items
+        .iter()
+        .map(|e| {
+            json!({
+                "key": e.key,
+                "value": b64.encode(&e.value),
+                "version": e.version,
+                "expires_at": e.expires_at.map(to_millis),
+            })
+        })
+        .collect();
+    Ok(
+        axum::Json(json!({ "items": items, "cursor": page.cursor, "has_more": page.has_more }))
+            .into_response(),
+    )
+}
+
+async fn no_route(req: Request) -> Response {
+    let path = req.uri().path();
+    let e = if path.starts_with("/v1/stores/") && path.contains("/keys/") {
+        Error::invalid("key: must not be empty")
+    } else {
+        Error::not_found(format!("no route {} {path}", req.method()))
+    };
+    ApiError(e).into_response()
+}
+
+/// Equal in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &app.token
+        && req.uri().path() != "/v1/health"
+    {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(given.as_bytes(), token.as_bytes()) {
+            return ApiError(Error::permission_denied("missing or wrong bearer token"))
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn log_request(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/stores", get(stores))
+        .route("/v1/stores/{id}", get(store_info))
+        .route("/v1/stores/{id}/keys", get(list_keys))
+        .route(
+            "/v1/stores/{id}/keys/{*key}",
+            get(get_key).head(head_key).put(put_key).delete(delete_key),
+        )
+        .fallback(no_route)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), authorize))
+        .layer(middleware::from_fn(log_request))
+        .with_state(app)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// Runs the node until SIGINT or SIGTERM; then stops accepting, finishes requests in flight,
+/// stops timers and closes databases.
+pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::Result<()> {
+    let registry = config
+        .load_registry(&Registry::builder())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = match &config.http.token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .ok()
+                .filter(|t| !t.is_empty())
+                .with_context(|| {
+                    format!("http.token_env: environment variable {var} is not set")
+                })?,
+        ),
+        None => None,
+    };
+    let limits = registry
+        .entries()
+        .filter(|e| e.store().is_some())
+        .map(|e| (e.id.clone(), e.max_value_size()))
+        .collect();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    registry.start().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = Arc::new(App {
+        registry,
+        limits,
+        token,
+    });
+    let addr = bind.unwrap_or_else(|| config.bind.to_string());
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() && app.token.is_none() && !config.http.insecure {
+        anyhow::bail!(
+            "{local} is not a loopback address: set http.token_env or http.insecure: true"
+        );
+    }
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("listening on http://{local}");
+    tracing::info!(%local, stores = app.registry.store_ids().count(), "serving");
+    axum::serve(listener, router(Arc::clone(&app)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    app.registry.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_and_reject_bad_utf8() {
+        assert_eq!(
+            id_and_key("/v1/stores/app:kv/keys/a%2Fb/c%20d").unwrap(),
+            ("app:kv".to_owned(), Some("a/b/c d".to_owned()))
+        );
+        assert_eq!(
+            id_and_key("/v1/stores/app:kv").unwrap(),
+            ("app:kv".to_owned(), None)
+        );
+        let e = id_and_key("/v1/stores/app:kv/keys/%FF").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Invalid);
+    }
+
+    #[test]
+    fn ttls_and_flags() {
+        assert_eq!(ttl_of("30").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(ttl_of("1.5").unwrap(), Some(Duration::from_millis(1500)));
+        assert_eq!(ttl_of("1h30m").unwrap(), Some(Duration::from_secs(5400)));
+        assert!(ttl_of("soon").unwrap_err().message().starts_with("ttl: "));
+        assert!(flag("if_absent", "").unwrap());
+        assert!(flag("if_absent", "maybe").is_err());
+    }
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret!"));
+    }
+}

@@ -1,0 +1,618 @@
+//! End-to-end: the real `store-node` binary on a free port with a temporary data folder, driven
+//! over HTTP and through its CLI. No in-process shortcuts.
+
+// Setup helpers of a test: a failed step is a failed test, with the panic saying where.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_store-node");
+
+const REGISTRY: &str = "\
+namespace: app
+entries:
+  - name: mem
+    kind: store.memory
+    max_value_size: 1024
+  - name: db
+    kind: db.sql.sqlite
+    path: ../data/app.db
+  - name: sql
+    kind: store.sql
+    database: db
+    table_name: kv
+    version_column_name: version
+    create_table: true
+    lifecycle:
+      auto_start: true
+  - name: plain
+    kind: store.sql
+    database: db
+    table_name: plain
+    create_table: true
+";
+
+fn temp_dir(name: &str) -> PathBuf {
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "e2e-{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
+    dir
+}
+
+/// A running node; killed when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+    dir: PathBuf,
+    token: Option<String>,
+}
+
+impl Node {
+    fn start_in(dir: &Path, http: &str, env: &[(&str, &str)]) -> Node {
+        std::fs::write(
+            dir.join("node.yaml"),
+            format!("data_dir: ./data\n{http}registry:\n  - ./registry\n"),
+        )
+        .unwrap();
+        if !dir.join("registry/app.yaml").exists() {
+            std::fs::write(dir.join("registry/app.yaml"), REGISTRY).unwrap();
+        }
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(dir.join("node.yaml"))
+            .args(["--bind", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the node printed no `listening on` line within 30 s");
+        let addr = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+            .to_owned();
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "E2E_TOKEN")
+            .map(|(_, v)| (*v).to_owned());
+        Node {
+            child,
+            addr,
+            dir: dir.to_path_buf(),
+            token,
+        }
+    }
+
+    fn start(name: &str) -> Node {
+        Node::start_in(&temp_dir(name), "", &[])
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+        call(&self.url(path), method, body, self.token.as_deref())
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).args(["--addr", &self.addr]);
+        if let Some(t) = &self.token {
+            cmd.env("STORE_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `(kind, retryable)` of an error answer.
+    fn error(&self) -> (String, bool) {
+        let v = self.json();
+        (
+            v["error"]["kind"].as_str().unwrap_or("").to_owned(),
+            v["error"]["retryable"].as_bool().unwrap_or(false),
+        )
+    }
+}
+
+fn call(url: &str, method: &str, body: Option<&[u8]>, token: Option<&str>) -> Reply {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let response = match body {
+        Some(b) => agent.run(req.body(b.to_vec()).unwrap()),
+        None => agent.run(req.body(()).unwrap()),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = response.into_body().read_to_vec().unwrap_or_default();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[test]
+fn every_route_and_status_on_memory_and_sqlite() {
+    let node = Node::start("routes");
+    let health = node.call("GET", "/v1/health", None);
+    assert_eq!(
+        (health.status, health.json()["status"].as_str()),
+        (200, Some("ok"))
+    );
+    let stores = node.call("GET", "/v1/stores", None).json();
+    let ids: Vec<&str> = stores["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["app:mem", "app:plain", "app:sql"]);
+    let info = node.call("GET", "/v1/stores/app:sql", None).json();
+    assert_eq!(
+        (info["backend"].as_str(), info["durable"].as_bool()),
+        (Some("sql"), Some(true))
+    );
+    let unknown = node.call("GET", "/v1/stores/app:nope/keys/x", None);
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("known stores: app:mem, app:plain, app:sql")
+    );
+
+    for store in ["app:mem", "app:sql"] {
+        let key = |k: &str| format!("/v1/stores/{store}/keys/{k}");
+        let put = node.call("PUT", &key("greeting"), Some(b"hello"));
+        assert_eq!(put.status, 200, "{store}");
+        let written = put.json();
+        let version = written["version"].as_u64().unwrap();
+        assert!(version > 0 && written["expires_at"].is_null(), "{written}");
+        let got = node.call("GET", &key("greeting"), None);
+        assert_eq!((got.status, got.body.as_slice()), (200, &b"hello"[..]));
+        assert_eq!(
+            got.header("x-store-version"),
+            Some(version.to_string().as_str())
+        );
+        assert_eq!(got.header("x-store-expires-at"), None);
+        assert_eq!(node.call("HEAD", &key("greeting"), None).status, 200);
+        assert_eq!(node.call("HEAD", &key("missing"), None).status, 404);
+        let missing = node.call("GET", &key("missing"), None);
+        assert_eq!(
+            (missing.status, missing.error().0.as_str()),
+            (404, "NotFound")
+        );
+
+        let ttl = node.call("PUT", &(key("t") + "?ttl=60"), Some(b"x")).json();
+        let at = ttl["expires_at"].as_u64().unwrap();
+        let got = node.call("GET", &key("t"), None);
+        assert_eq!(
+            got.header("x-store-expires-at"),
+            Some(at.to_string().as_str())
+        );
+        let ttl = node
+            .call("PUT", &(key("t2") + "?ttl=1h30m"), Some(b"x"))
+            .json();
+        assert!(ttl["expires_at"].as_u64().unwrap() > at);
+
+        let exists = node.call("PUT", &(key("greeting") + "?if_absent=true"), Some(b"no"));
+        assert_eq!(
+            (exists.status, exists.error()),
+            (409, ("AlreadyExists".into(), false))
+        );
+        let conflict = node.call(
+            "PUT",
+            &format!("{}?if_version={}", key("greeting"), version + 7),
+            Some(b"no"),
+        );
+        assert_eq!(
+            (conflict.status, conflict.error()),
+            (409, ("Conflict".into(), true))
+        );
+        let swapped = node.call(
+            "PUT",
+            &format!("{}?if_version={version}", key("greeting")),
+            Some(b"hi"),
+        );
+        assert_eq!(swapped.status, 200);
+        let zero = node.call("PUT", &(key("greeting") + "?if_version=0"), Some(b"no"));
+        assert_eq!((zero.status, zero.error().0.as_str()), (400, "Invalid"));
+        let bad_ttl = node.call("PUT", &(key("greeting") + "?ttl=soon"), Some(b"no"));
+        assert_eq!(bad_ttl.status, 400);
+        assert!(
+            bad_ttl.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ttl")
+        );
+
+        // Keys are percent-encoded path segments and may contain '/'.
+        assert_eq!(
+            node.call("PUT", &key("a%2Fb%20c%F0%9F%94%91"), Some(b"1"))
+                .status,
+            200
+        );
+        assert_eq!(
+            node.call("GET", &key("a/b%20c%F0%9F%94%91"), None).body,
+            b"1"
+        );
+        let bad_utf8 = node.call("GET", &key("%FF%FE"), None);
+        assert_eq!(
+            (bad_utf8.status, bad_utf8.error().0.as_str()),
+            (400, "Invalid")
+        );
+        let empty = node.call("GET", &key(""), None);
+        assert_eq!(empty.status, 400);
+
+        let page = node
+            .call(
+                "GET",
+                &format!("/v1/stores/{store}/keys?prefix=t&limit=1"),
+                None,
+            )
+            .json();
+        assert_eq!(page["items"][0]["key"], "t");
+        assert_eq!(page["items"][0]["value"], "eA=="); // base64 of "x"
+        assert_eq!(
+            (page["cursor"].as_str(), page["has_more"].as_bool()),
+            (Some("t"), Some(true))
+        );
+        let rest = node
+            .call(
+                "GET",
+                &format!("/v1/stores/{store}/keys?prefix=t&after=t"),
+                None,
+            )
+            .json();
+        assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+        assert_eq!(rest["has_more"], false);
+        let bad_limit = node.call("GET", &format!("/v1/stores/{store}/keys?limit=many"), None);
+        assert_eq!(bad_limit.status, 400);
+
+        assert_eq!(
+            node.call("DELETE", &key("greeting"), None).json()["deleted"],
+            true
+        );
+        assert_eq!(
+            node.call("DELETE", &key("greeting"), None).json()["deleted"],
+            false
+        );
+    }
+
+    // 413: a body over the store's max_value_size (1024 bytes for app:mem), refused unread.
+    let big = vec![b'x'; 5000];
+    let too_large = node.call("PUT", "/v1/stores/app:mem/keys/big", Some(&big));
+    assert_eq!(too_large.status, 413);
+    assert_eq!(too_large.error().0, "Invalid");
+    assert_eq!(
+        node.call("HEAD", "/v1/stores/app:mem/keys/big", None)
+            .status,
+        404
+    );
+    // 501: a condition the store cannot honour (no version column).
+    let unsupported = node.call(
+        "PUT",
+        "/v1/stores/app:plain/keys/k?if_version=3",
+        Some(b"v"),
+    );
+    assert_eq!(
+        (unsupported.status, unsupported.error().0.as_str()),
+        (501, "Unsupported")
+    );
+}
+
+#[test]
+fn cli_commands_and_list_all_follow_cursors() {
+    let node = Node::start("cli");
+    for i in 0..250 {
+        let r = node.call(
+            "PUT",
+            &format!("/v1/stores/app:sql/keys/k{i:03}"),
+            Some(b"v"),
+        );
+        assert_eq!(r.status, 200);
+    }
+    let out = node.cli(&["list", "app:sql", "--limit", "100", "--all", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 250);
+    let one_page = node.cli(&["list", "app:sql", "--limit", "100", "--json"]);
+    let v: Value = serde_json::from_slice(&one_page.stdout).unwrap();
+    assert_eq!(
+        (
+            v["items"].as_array().unwrap().len(),
+            v["has_more"].as_bool()
+        ),
+        (100, Some(true))
+    );
+
+    let set = node.cli(&["set", "app:mem", "a/b", "hello world", "--ttl", "30s"]);
+    assert!(set.status.success());
+    let get = node.cli(&["get", "app:mem", "a/b"]);
+    assert_eq!(get.stdout, b"hello world");
+    let conflict = node.cli(&["put", "app:mem", "a/b", "x", "--if-absent"]);
+    assert!(!conflict.status.success());
+    assert!(String::from_utf8_lossy(&conflict.stderr).contains("AlreadyExists"));
+    let stdin_put = Command::new(BIN)
+        .args(["set", "app:mem", "from-stdin", "--addr", &node.addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"piped\x00bytes")?;
+            c.wait()
+        })
+        .unwrap();
+    assert!(stdin_put.success());
+    assert_eq!(
+        node.call("GET", "/v1/stores/app:mem/keys/from-stdin", None)
+            .body,
+        b"piped\x00bytes"
+    );
+    let deleted = node.cli(&["delete", "app:mem", "a/b", "--json"]);
+    let v: Value = serde_json::from_slice(&deleted.stdout).unwrap();
+    assert_eq!(v["deleted"], true);
+    let stores = node.cli(&["stores"]);
+    assert!(String::from_utf8_lossy(&stores.stdout).contains("app:sql"));
+}
+
+#[test]
+fn a_token_is_required_when_configured() {
+    let dir = temp_dir("token");
+    let node = Node::start_in(
+        &dir,
+        "http:\n  token_env: E2E_TOKEN\n",
+        &[("E2E_TOKEN", "s3cret")],
+    );
+    let url = node.url("/v1/stores");
+    let none = call(&url, "GET", None, None);
+    assert_eq!(
+        (none.status, none.error().0.as_str()),
+        (401, "PermissionDenied")
+    );
+    let wrong = call(&url, "GET", None, Some("s3creT"));
+    assert_eq!(wrong.status, 401);
+    assert_eq!(call(&url, "GET", None, Some("s3cret")).status, 200);
+    assert_eq!(call(&node.url("/v1/health"), "GET", None, None).status, 200);
+    let cli = node.cli(&["stores"]);
+    assert!(cli.status.success(), "the CLI sends STORE_TOKEN");
+}
+
+#[test]
+fn a_non_loopback_bind_without_a_token_is_refused() {
+    let dir = temp_dir("exposed");
+    std::fs::write(
+        dir.join("node.yaml"),
+        "http:\n  bind: 0.0.0.0:0\nregistry: []\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.join("node.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a loopback address"));
+}
+
+#[test]
+fn graceful_shutdown_finishes_the_request_in_flight() {
+    let node = Node::start("graceful");
+    let mut stream = TcpStream::connect(&node.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "PUT /v1/stores/app:sql/keys/late HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\nconnection: close\r\n\r\nhello"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    // Make sure the node is reading this request before it is told to stop.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.call("GET", "/v1/health", None).status != 200 {
+        assert!(Instant::now() < deadline);
+    }
+    node.signal("-TERM");
+    stream.write_all(b"world").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut node = node;
+    let status = wait_exit(&mut node.child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    // The write is there after a restart.
+    let dir = node.dir.clone();
+    drop(node);
+    let again = Node::start_in(&dir, "", &[]);
+    assert_eq!(
+        again.call("GET", "/v1/stores/app:sql/keys/late", None).body,
+        b"helloworld"
+    );
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not exit within {limit:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_sqlite_write() {
+    let node = Node::start("crash");
+    let mut acked = Vec::new();
+    for i in 0..400 {
+        let key = format!("w{i:04}");
+        let r = node.call(
+            "PUT",
+            &format!("/v1/stores/app:sql/keys/{key}"),
+            Some(key.as_bytes()),
+        );
+        assert_eq!(r.status, 200);
+        acked.push(key);
+    }
+    // Writes keep arriving from another thread while the node is killed.
+    let url = node.url("/v1/stores/app:sql/keys/");
+    let writer = std::thread::spawn(move || {
+        let mut more = Vec::new();
+        for i in 0..100_000 {
+            let key = format!("x{i:05}");
+            let agent = ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build(),
+            );
+            match agent.put(format!("{url}{key}")).send(key.as_bytes()) {
+                Ok(r) if r.status() == 200 => more.push(key),
+                _ => break,
+            }
+        }
+        more
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node
+        .call("HEAD", "/v1/stores/app:sql/keys/x00050", None)
+        .status
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the background writer made no progress"
+        );
+    }
+    let mut node = node;
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    acked.extend(writer.join().unwrap());
+    let dir = node.dir.clone();
+    drop(node);
+    let again = Node::start_in(&dir, "", &[]);
+    for key in &acked {
+        let r = again.call("GET", &format!("/v1/stores/app:sql/keys/{key}"), None);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, key.as_bytes()),
+            "acknowledged {key} lost"
+        );
+    }
+}
+
+#[test]
+fn validate_reports_errors_or_a_summary() {
+    let dir = temp_dir("validate");
+    std::fs::write(dir.join("node.yaml"), "registry:\n  - ./registry\n").unwrap();
+    std::fs::write(dir.join("registry/app.yaml"), REGISTRY).unwrap();
+    let ok = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(dir.join("node.yaml"))
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(text.starts_with("ok: "), "{text}");
+    assert!(
+        text.contains("app:sql") && text.contains("auto_start"),
+        "{text}"
+    );
+    assert!(!dir.join("data").exists(), "validate opens nothing");
+
+    std::fs::write(
+        dir.join("registry/bad.yaml"),
+        "namespace: bad\nentries:\n  - name: c\n    kind: store.memory\n    max_sise: 3\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(dir.join("node.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        text.contains("bad.yaml:5:5: entry `bad:c`: field `max_sise`"),
+        "{text}"
+    );
+}
