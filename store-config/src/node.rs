@@ -121,13 +121,18 @@ impl NodeConfig {
             ConfigErrors::from(err)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        // `./registry` beside `examples/local.yaml` is `examples/registry`, without the `./`.
         let resolve = |p: &str| {
             let p = Path::new(p);
-            if p.is_absolute() {
+            let joined = if p.is_absolute() {
                 p.to_path_buf()
             } else {
                 base.join(p)
-            }
+            };
+            joined
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect::<PathBuf>()
         };
         let position = |key: &str| {
             text.lines()
@@ -181,8 +186,8 @@ mod tests {
             "registry: [./registry]\n",
         )
         .unwrap();
-        assert_eq!(c.data_dir, Path::new("/etc/store/./data"));
-        assert_eq!(c.registry, vec![PathBuf::from("/etc/store/./registry")]);
+        assert_eq!(c.data_dir, Path::new("/etc/store/data"));
+        assert_eq!(c.registry, vec![PathBuf::from("/etc/store/registry")]);
         assert_eq!(c.bind.to_string(), DEFAULT_BIND);
         assert!(!c.http.insecure);
     }
