@@ -160,6 +160,18 @@ pub struct Page {
     pub has_more: bool,
 }
 
+impl Page {
+    /// A page of `items` (already in key order), its cursor being the last key.
+    pub fn new(items: Vec<Entry>, has_more: bool) -> Self {
+        let cursor = items.last().map(|e| e.key.clone());
+        Self {
+            items,
+            cursor,
+            has_more,
+        }
+    }
+}
+
 /// Which backend a store runs on.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

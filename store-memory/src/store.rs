@@ -574,12 +574,7 @@ impl Store for MemoryStore {
                 heap.push(Reverse((Arc::clone(next), i)));
             }
         }
-        let cursor = items.last().map(|e| e.key.clone());
-        Ok(Page {
-            items,
-            cursor,
-            has_more,
-        })
+        Ok(Page::new(items, has_more))
     }
 
     fn info(&self) -> StoreInfo {

@@ -385,12 +385,7 @@ impl Store for SqlStore {
                 to_entry(key, row)
             })
             .collect();
-        let cursor = items.last().map(|e| e.key.clone());
-        Ok(Page {
-            items,
-            cursor,
-            has_more,
-        })
+        Ok(Page::new(items, has_more))
     }
 
     fn info(&self) -> StoreInfo {
