@@ -458,6 +458,27 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_has_its_status() {
+        let cases = [
+            (Error::not_found("x"), 404),
+            (Error::already_exists("x"), 409),
+            (Error::conflict("x"), 409),
+            (Error::invalid("x"), 400),
+            (Error::value_too_large(2, 1), 413),
+            (Error::unsupported("x"), 501),
+            (Error::unavailable("x"), 503),
+            (Error::closed("x"), 503),
+            (Error::timeout("x"), 504),
+            (Error::write_timeout("x"), 504),
+            (Error::permission_denied("x"), 401),
+            (Error::internal("x"), 500),
+        ];
+        for (e, status) in cases {
+            assert_eq!(status_of(&e).as_u16(), status, "{e}");
+        }
+    }
+
+    #[test]
     fn constant_time_comparison() {
         assert!(same(b"secret", b"secret"));
         assert!(!same(b"secret", b"secreT"));

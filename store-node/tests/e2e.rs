@@ -22,6 +22,9 @@ entries:
   - name: mem
     kind: store.memory
     max_value_size: 1024
+  - name: tiny
+    kind: store.memory
+    max_size: 1
   - name: db
     kind: db.sql.sqlite
     path: ../data/app.db
@@ -217,7 +220,7 @@ fn every_route_and_status_on_memory_and_sqlite() {
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["app:mem", "app:plain", "app:sql"]);
+    assert_eq!(ids, ["app:mem", "app:plain", "app:sql", "app:tiny"]);
     let info = node.call("GET", "/v1/stores/app:sql", None).json();
     assert_eq!(
         (info["backend"].as_str(), info["durable"].as_bool()),
@@ -229,7 +232,7 @@ fn every_route_and_status_on_memory_and_sqlite() {
         unknown.json()["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("known stores: app:mem, app:plain, app:sql")
+            .contains("known stores: app:mem, app:plain, app:sql, app:tiny")
     );
 
     for store in ["app:mem", "app:sql"] {
@@ -359,6 +362,22 @@ fn every_route_and_status_on_memory_and_sqlite() {
         node.call("HEAD", "/v1/stores/app:mem/keys/big", None)
             .status,
         404
+    );
+    // 503: a full memory store refuses a new key (retryable); an overwrite still works.
+    assert_eq!(
+        node.call("PUT", "/v1/stores/app:tiny/keys/a", Some(b"1"))
+            .status,
+        200
+    );
+    let full = node.call("PUT", "/v1/stores/app:tiny/keys/b", Some(b"2"));
+    assert_eq!(
+        (full.status, full.error()),
+        (503, ("Unavailable".into(), true))
+    );
+    assert_eq!(
+        node.call("PUT", "/v1/stores/app:tiny/keys/a", Some(b"3"))
+            .status,
+        200
     );
     // 501: a condition the store cannot honour (no version column).
     let unsupported = node.call(
