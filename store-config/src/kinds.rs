@@ -115,6 +115,8 @@ pub(crate) enum Reference<'a> {
     Database(String, &'a Database),
     /// An entry of another kind.
     OtherKind(String, &'static str),
+    /// A database entry that has errors of its own.
+    Broken(String),
     /// Nothing with that id; the closest existing id, if one is close.
     Missing(String, Option<String>),
 }
@@ -225,6 +227,12 @@ fn sql(ctx: &Ctx<'_>) -> Result<Built, ConfigError> {
             return Err(ctx.error(
                 Some("database"),
                 format!("`{id}` is a {kind} entry; expected db.sql.sqlite or db.sql.postgres"),
+            ));
+        }
+        Reference::Broken(id) => {
+            return Err(ctx.error(
+                Some("database"),
+                format!("`{id}` could not be built (its own errors are listed too)"),
             ));
         }
         Reference::Missing(id, closest) => {

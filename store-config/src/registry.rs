@@ -361,6 +361,12 @@ impl RegistryBuilder {
                         };
                         match (databases.get(&id), kinds_by_id.get(id.as_str())) {
                             (Some((db, _)), _) => Reference::Database(id, db),
+                            (None, Some(kind))
+                                if kinds::find(kind)
+                                    .is_some_and(|k| matches!(k.build, Build::Database(_))) =>
+                            {
+                                Reference::Broken(id)
+                            }
                             (None, Some(kind)) => Reference::OtherKind(id, kind),
                             (None, None) => {
                                 let ids: Vec<&str> = kinds_by_id.keys().copied().collect();

@@ -481,6 +481,15 @@ fn invalid_yaml_reports_the_parser_position() {
 
 #[test]
 fn every_problem_is_reported_not_just_the_first() {
+    let broken_db = load(concat!(
+        "  - name: db\n    kind: db.sql.sqlite\n    path: ''\n",
+        "  - name: s\n    kind: store.sql\n    database: db\n    table_name: kv\n",
+    ));
+    assert_eq!(broken_db.len(), 2, "{broken_db:?}");
+    assert!(
+        broken_db[1].message.contains("`app:db` could not be built"),
+        "{broken_db:?}"
+    );
     let errors = load(concat!(
         "  - name: a\n    kind: store.memory\n    max_sise: 1\n",
         "  - name: b\n    kind: nope\n",
