@@ -319,14 +319,8 @@ impl Store for SqlStore {
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
-        validate::key(key)?;
-        self.inner.ready().await?;
-        let inner = &self.inner;
-        inner
-            .db
-            .engine
-            .has(&inner.statements, key, inner.now())
-            .await
+        let (engine, statements, now) = self.keyed(key).await?;
+        engine.has(statements, key, now).await
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
@@ -348,14 +342,8 @@ impl Store for SqlStore {
     }
 
     async fn delete(&self, key: &str) -> Result<bool> {
-        validate::key(key)?;
-        self.inner.ready().await?;
-        let inner = &self.inner;
-        inner
-            .db
-            .engine
-            .delete(&inner.statements, key, inner.now())
-            .await
+        let (engine, statements, now) = self.keyed(key).await?;
+        engine.delete(statements, key, now).await
     }
 
     async fn list(&self, options: ListOptions) -> Result<Page> {
@@ -403,14 +391,17 @@ impl Store for SqlStore {
 }
 
 impl SqlStore {
-    async fn entry_row(&self, key: &str) -> Result<Option<Row>> {
+    /// What every single-key read and delete starts with: the key checked, the table ready, the
+    /// time read.
+    async fn keyed(&self, key: &str) -> Result<(&dyn Engine, &Arc<Statements>, i64)> {
         validate::key(key)?;
         self.inner.ready().await?;
-        let inner = &self.inner;
-        inner
-            .db
-            .engine
-            .get(&inner.statements, key, inner.now())
-            .await
+        let inner = &*self.inner;
+        Ok((inner.db.engine.as_ref(), &inner.statements, inner.now()))
+    }
+
+    async fn entry_row(&self, key: &str) -> Result<Option<Row>> {
+        let (engine, statements, now) = self.keyed(key).await?;
+        engine.get(statements, key, now).await
     }
 }
