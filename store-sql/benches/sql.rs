@@ -3,6 +3,10 @@
 //! one transaction per write) and raw tokio-postgres (prepared upsert/select, one connection per
 //! client; our pool has as many). 10 000 keys, 64-byte values, 1 and 16 clients.
 //!
+//! SQLite rows also show rusqlite from async code (each call on `spawn_blocking`), and set rows
+//! the ceiling of any group commit: one thread committing as many writes per transaction as
+//! there are clients, with no coordination at all.
+//!
 //! `cargo bench -p store-sql -- sqlite` runs only the SQLite rows.
 
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
@@ -101,6 +105,26 @@ fn raw_sqlite(path: &str, op: Op, clients: usize) -> f64 {
         move || {
             raw_sqlite_op(&conn, op, &keys[rng.below(KEYS)]);
             1
+        }
+    })
+}
+
+/// The ceiling of a group commit of `clients` writers: raw rusqlite on one thread committing
+/// `clients` writes per transaction, with no coordination at all.
+fn raw_sqlite_batched(path: &str, clients: usize) -> f64 {
+    raw_sqlite_setup(path);
+    let keys = keys();
+    bench::run(1, move |_| {
+        let keys = Arc::clone(&keys);
+        let conn = raw_sqlite_conn(path);
+        let mut rng = Rng::new(1);
+        move || {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            for _ in 0..clients {
+                raw_sqlite_op(&conn, Op::Set, &keys[rng.below(KEYS)]);
+            }
+            conn.execute_batch("COMMIT").unwrap();
+            clients as u64
         }
     })
 }
@@ -245,7 +269,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("store-sql-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let rt = runtime();
-    let mut rows = Vec::new();
+    let (mut get_rows, mut set_rows) = (Vec::new(), Vec::new());
 
     for (op, name) in [(Op::Get, "sqlite.get"), (Op::Set, "sqlite.set")] {
         if !wanted(name) {
@@ -272,18 +296,34 @@ fn main() {
                 op,
                 clients,
             );
+            let mut peers = vec![
+                ("rusqlite".into(), raw),
+                ("rusqlite+spawn_blocking".into(), raw_async),
+            ];
+            let rows = match op {
+                Op::Get => &mut get_rows,
+                Op::Set => {
+                    let batched = raw_sqlite_batched(
+                        &dir.join(format!("raw-batched-{tag}.db")).to_string_lossy(),
+                        clients,
+                    );
+                    peers.push(("rusqlite, clients writes/tx".into(), batched));
+                    &mut set_rows
+                }
+            };
             rows.push(Row {
                 bench: name.to_owned(),
                 threads: clients,
                 ops_per_s: ops,
-                peers: vec![
-                    ("rusqlite".into(), raw),
-                    ("rusqlite+spawn_blocking".into(), raw_async),
-                ],
+                peers,
             });
         }
     }
-    bench::report("store-sql", &rows);
+    for rows in [get_rows, set_rows] {
+        if !rows.is_empty() {
+            bench::report("store-sql", &rows);
+        }
+    }
 
     let pg_rows: Vec<_> = [(Op::Get, "postgres.get"), (Op::Set, "postgres.set")]
         .into_iter()

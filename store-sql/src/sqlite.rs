@@ -1,21 +1,31 @@
-//! The SQLite engine: nothing blocks the async runtime, and concurrent writers share commits.
+//! The SQLite engine: nothing blocks the async runtime, and concurrent callers share work.
 //!
 //! Blocking work runs through [`blocking`]: inside `tokio::task::block_in_place` on a
-//! multi-thread runtime (tokio moves the worker's other tasks away while SQLite runs, and no
-//! thread hand-off is paid: on small VMs a hand-off costs 15–100 µs against ~3 µs for the
-//! statement), or on `spawn_blocking` on a current-thread runtime.
+//! multi-thread runtime, or on `spawn_blocking` on a current-thread runtime. `block_in_place`
+//! gives the worker's core (its queue of other tasks) to another thread while SQLite runs, so the
+//! runtime never stalls, and the caller waits for no other thread: on small VMs waking a thread
+//! costs 15–100 µs against ~3 µs for the statement. A caller that goes on without waiting for
+//! anything keeps running on the thread that gave its core away, so its next call costs nothing
+//! extra.
 //!
-//! Group commit (leader/follower, as in RocksDB's write groups): a writer queues its job; if no
-//! leader is active it becomes the leader and runs every queued job (up to 256) in one
-//! `BEGIN IMMEDIATE … COMMIT`, again and again while jobs keep arriving; followers just wait for
-//! their answer, which comes only after the commit that holds their write. After a few batches
-//! the leader hands leadership to a waiting follower, so no caller leads forever. A statement
-//! that fails answers its own caller and does not undo the others; a failed commit answers every
-//! caller of its batch with the error. A batch of one runs in autocommit mode, exactly like a
-//! plain driver call.
+//! Calls wait in one of two lanes, each with its own connections: writes (one connection) and
+//! reads (a few connections; WAL lets them run beside the writer). A lane works leader/follower,
+//! as RocksDB's write groups do: a caller queues its job; if the lane has a free connection it
+//! becomes a leader, takes the connection and runs every queued job (up to 256) as one batch,
+//! again and again while jobs keep arriving; followers just wait for their answer. After a few
+//! batches a leader hands its place to a waiting follower, so no caller leads forever.
 //!
-//! Reads use a pool of reader connections (WAL lets them run beside the writer); a `:memory:`
-//! database cannot share data between connections, so its reads queue like writes.
+//! - A write batch is one `BEGIN IMMEDIATE … COMMIT` (group commit): each caller is answered
+//!   only after the commit that holds its write. A statement that fails answers its own caller
+//!   and does not undo the others; a failed commit answers every caller of its batch with the
+//!   error.
+//! - A read batch is one read transaction, so it costs one snapshot and one set of file locks.
+//!   Every read in it was asked for before the snapshot was taken, and is answered after, so each
+//!   still sees every write acknowledged before it was asked.
+//! - A caller that finds its lane idle runs its own statement at once, alone, as a plain driver
+//!   call would (autocommit), then serves whatever queued meanwhile.
+//!
+//! A `:memory:` database cannot share data between connections, so its reads use the write lane.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +36,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use store_core::{Error, Result};
-use tokio::sync::{OnceCell, Semaphore, oneshot};
+use tokio::sync::{OnceCell, oneshot};
 
 use crate::config::SqliteConfig;
 use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
@@ -34,9 +44,9 @@ use crate::error;
 use crate::sql::{Dialect, Statements};
 use crate::version::stamp;
 
-/// Most writes committed in one transaction.
+/// Most jobs run in one batch.
 const MAX_BATCH: usize = 256;
-/// Batches a leader commits before handing leadership to a waiting writer.
+/// Batches a leader runs before handing its place to a waiting caller.
 const MAX_ROUNDS: usize = 4;
 /// Reader connections of a file database.
 const READERS: usize = 4;
@@ -48,17 +58,64 @@ const STATEMENT_CACHE: usize = 64;
 type Completion = Box<dyn FnOnce(Option<&Error>) + Send>;
 type Run = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Completion + Send>;
 
-/// A queued write: what to run, and how to make its caller the next leader.
+/// A queued call: what to run, and how to make its caller a leader.
 struct Job {
     run: Run,
     promote: Option<oneshot::Sender<()>>,
 }
 
-#[derive(Default)]
-struct Queue {
+/// What a lane's batch is: a group commit, or a shared read transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Write,
+    Read,
+}
+
+/// A queue of calls and the connections that serve it. There are never more leaders than
+/// connections, and each leader holds one connection while it leads.
+struct Lane {
+    kind: Kind,
+    state: Mutex<LaneState>,
+}
+
+struct LaneState {
     jobs: VecDeque<Job>,
-    leading: bool,
+    /// Connections not held by a leader.
+    idle: Vec<Connection>,
+    /// Leaders, counting one that was promoted and has not taken its connection yet.
+    leaders: usize,
+    /// All connections of the lane.
+    size: usize,
     closed: bool,
+}
+
+impl Lane {
+    fn new(kind: Kind, conns: Vec<Connection>) -> Self {
+        Self {
+            kind,
+            state: Mutex::new(LaneState {
+                jobs: VecDeque::new(),
+                size: conns.len(),
+                idle: conns,
+                leaders: 0,
+                closed: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        lock(&self.state)
+    }
+
+    /// Fails new calls with `Closed`. Queued writes still commit; a read lane drops its idle
+    /// connections, so reads queued behind no leader fail `Closed` too.
+    fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if self.kind == Kind::Read {
+            st.idle.clear();
+        }
+    }
 }
 
 /// A `db.sql.sqlite` database. Opens on first use; [`Engine::close`] closes it.
@@ -70,21 +127,24 @@ pub(crate) struct SqliteEngine {
 }
 
 struct Running {
-    writer: Mutex<Connection>,
-    queue: Mutex<Queue>,
-    /// `None` for `:memory:`, whose connections cannot share data: reads queue like writes.
-    readers: Option<Readers>,
+    writes: Lane,
+    /// `None` for `:memory:`, whose connections cannot share data: reads use the write lane.
+    reads: Option<Lane>,
 }
 
-struct Readers {
-    permits: Semaphore,
-    idle: Mutex<Vec<Connection>>,
+impl Running {
+    fn lane(&self, kind: Kind) -> &Lane {
+        match (kind, &self.reads) {
+            (Kind::Read, Some(reads)) => reads,
+            _ => &self.writes,
+        }
+    }
 }
 
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running")
-            .field("readers", &self.readers.as_ref().map(|_| READERS))
+            .field("readers", &self.reads.as_ref().map(|_| READERS))
             .finish_non_exhaustive()
     }
 }
@@ -95,6 +155,10 @@ fn copy(e: &Error) -> Error {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn closed() -> Error {
+    Error::closed("sqlite database is closed")
 }
 
 /// Runs blocking work without stalling the runtime: `block_in_place` on a multi-thread runtime,
@@ -131,7 +195,7 @@ impl SqliteEngine {
 
     async fn running(&self) -> Result<&Arc<Running>> {
         if self.closed.load(Ordering::Acquire) {
-            return Err(Error::closed("sqlite database is closed"));
+            return Err(closed());
         }
         self.running
             .get_or_try_init(|| async {
@@ -144,36 +208,43 @@ impl SqliteEngine {
             .await
     }
 
-    /// Runs `f` on the writer connection inside the next group-committed transaction.
-    async fn write_job<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on a connection of the lane: in the next group-committed transaction for
+    /// writes, in the next shared read transaction for reads.
+    async fn call<T, F>(&self, kind: Kind, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let running = Arc::clone(self.running().await?);
-        // Uncontended fast path: nobody leads and nothing waits, so this writer leads with its
-        // own statement in autocommit mode, then commits whatever queued meanwhile.
-        let alone = {
-            let mut q = lock(&running.queue);
-            if q.closed {
-                return Err(Error::closed("sqlite database is closed"));
+        // Idle lane: lead at once with this call's own statement, alone, then serve whatever
+        // queued meanwhile.
+        let conn = {
+            let mut st = running.lane(kind).lock();
+            if st.closed {
+                return Err(closed());
             }
-            let alone = !q.leading && q.jobs.is_empty();
-            q.leading |= alone;
-            alone
+            if st.jobs.is_empty() && st.leaders < st.size {
+                let conn = st.idle.pop().ok_or_else(|| {
+                    Error::internal("sqlite lane has a free leader place but no connection")
+                })?;
+                st.leaders += 1;
+                Some(conn)
+            } else {
+                None
+            }
         };
-        if alone {
+        if let Some(conn) = conn {
             let r = Arc::clone(&running);
             return blocking(move || {
-                let _unwind = Unwind(&r);
-                let result = f(&lock(&r.writer));
-                lead_batches(&r);
+                let leader = Leader::new(r.lane(kind), conn);
+                let result = leader.conn().and_then(f);
+                leader.serve();
                 result
             })
             .await?;
         }
         let (done_tx, mut done_rx) = oneshot::channel::<Result<T>>();
-        let (promote_tx, mut promote_rx) = oneshot::channel::<()>();
+        let (promote_tx, promote_rx) = oneshot::channel::<()>();
         let run: Run = Box::new(move |conn| {
             let result = match conn {
                 Ok(c) => f(c),
@@ -188,123 +259,194 @@ impl SqliteEngine {
             })
         });
         let lead = {
-            let mut q = lock(&running.queue);
-            if q.closed {
-                return Err(Error::closed("sqlite database is closed"));
+            let mut st = running.lane(kind).lock();
+            if st.closed {
+                return Err(closed());
             }
-            q.jobs.push_back(Job {
+            st.jobs.push_back(Job {
                 run,
                 promote: Some(promote_tx),
             });
-            !std::mem::replace(&mut q.leading, true)
+            let lead = st.leaders < st.size;
+            st.leaders += usize::from(lead);
+            lead
+        };
+        let mut waiter = Waiter {
+            running: Arc::clone(&running),
+            kind,
+            promote: Some(promote_rx),
         };
         if lead {
-            let r = Arc::clone(&running);
-            blocking(move || lead_batches(&r)).await?;
+            lead_from_queue(&running, kind).await?;
         }
-        let mut may_be_promoted = true;
+        let answer = |a: std::result::Result<Result<T>, _>| {
+            a.map_err(|_| Error::internal("sqlite call dropped without an answer"))?
+        };
         loop {
+            let Some(promote_rx) = waiter.promote.as_mut() else {
+                return answer(done_rx.await);
+            };
             tokio::select! {
                 biased;
-                answer = &mut done_rx => {
-                    return answer.map_err(|_| {
-                        Error::internal("sqlite write dropped without an answer")
-                    })?;
-                }
-                promoted = &mut promote_rx, if may_be_promoted => {
-                    may_be_promoted = false;
+                a = &mut done_rx => return answer(a),
+                promoted = promote_rx => {
+                    waiter.promote = None;
                     if promoted.is_ok() {
-                        let r = Arc::clone(&running);
-                        blocking(move || lead_batches(&r)).await?;
+                        lead_from_queue(&running, kind).await?;
                     }
                 }
             }
         }
     }
+}
 
-    /// Runs `f` on a reader connection (or queued like a write, for `:memory:`).
-    async fn read_job<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let running = self.running().await?;
-        let Some(readers) = &running.readers else {
-            return self.write_job(f).await;
-        };
-        let _permit = readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::closed("sqlite database is closed"))?;
-        let conn = lock(&readers.idle)
-            .pop()
-            .ok_or_else(|| Error::internal("sqlite reader pool is empty despite a permit"))?;
-        let (conn, result) = blocking(move || {
-            let result = f(&conn);
-            (conn, result)
-        })
-        .await?;
-        lock(&readers.idle).push(conn);
-        result
+/// Leads a lane whose leader place this caller already holds: takes a connection and serves
+/// the queue.
+async fn lead_from_queue(running: &Arc<Running>, kind: Kind) -> Result<()> {
+    let r = Arc::clone(running);
+    blocking(move || {
+        let lane = r.lane(kind);
+        let conn = lane.lock().idle.pop();
+        match conn {
+            Some(conn) => Leader::new(lane, conn).serve(),
+            // Only after close dropped the idle readers: answer what waits, then step down.
+            None => fail_queue(&r, kind, &closed()),
+        }
+    })
+    .await
+}
+
+/// Answers every queued call of the lane with `err`, and gives up the caller's leader place.
+fn fail_queue(running: &Running, kind: Kind, err: &Error) {
+    let jobs: Vec<Job> = {
+        let mut st = running.lane(kind).lock();
+        st.leaders = st.leaders.saturating_sub(1);
+        st.jobs.drain(..).collect()
+    };
+    for job in jobs {
+        (job.run)(Err(err))(Some(err));
     }
 }
 
-/// The leader's loop: commit queued jobs batch by batch; after [`MAX_ROUNDS`] batches hand
-/// leadership to a waiting writer; stop leading when the queue is empty.
-/// Gives up leadership if a job panics, so later writers are not left waiting forever.
-struct Unwind<'a>(&'a Running);
+/// A waiting caller. If it is dropped (cancelled) after being made a leader but before it
+/// took the place, it passes the place on, so the lane never waits for a leader that is gone.
+struct Waiter {
+    running: Arc<Running>,
+    kind: Kind,
+    promote: Option<oneshot::Receiver<()>>,
+}
 
-impl Drop for Unwind<'_> {
+impl Drop for Waiter {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            lock(&self.0.queue).leading = false;
+        let Some(mut rx) = self.promote.take() else {
+            return;
+        };
+        rx.close();
+        if rx.try_recv().is_ok() {
+            let mut st = self.running.lane(self.kind).lock();
+            if !promote_one(&mut st) {
+                // Nobody left to lead: the next caller finds a free place and serves the queue.
+                st.leaders = st.leaders.saturating_sub(1);
+            }
         }
     }
 }
 
-fn lead_batches(running: &Running) {
-    let _unwind = Unwind(running);
-    let mut rounds = 0;
-    loop {
-        let batch: Vec<Job> = {
-            let mut q = lock(&running.queue);
-            if q.jobs.is_empty() {
-                q.leading = false;
-                return;
-            }
-            if rounds >= MAX_ROUNDS {
-                for job in &mut q.jobs {
-                    if let Some(promote) = job.promote.take()
-                        && promote.send(()).is_ok()
-                    {
-                        return; // `leading` stays true: the promoted writer leads now
-                    }
+/// Makes the first live waiter a leader; false if every queued caller is gone.
+fn promote_one(st: &mut LaneState) -> bool {
+    st.jobs.iter_mut().any(|job| {
+        job.promote
+            .take()
+            .is_some_and(|promote| promote.send(()).is_ok())
+    })
+}
+
+/// A leader: holds a connection of its lane and serves the queue. Dropping it (also when a job
+/// panics) gives the connection back and frees the leader place.
+struct Leader<'a> {
+    lane: &'a Lane,
+    conn: Option<Connection>,
+}
+
+impl<'a> Leader<'a> {
+    fn new(lane: &'a Lane, conn: Connection) -> Self {
+        Self {
+            lane,
+            conn: Some(conn),
+        }
+    }
+
+    fn conn(&self) -> Result<&Connection> {
+        self.conn
+            .as_ref()
+            .ok_or_else(|| Error::internal("sqlite leader lost its connection"))
+    }
+
+    /// Runs queued jobs batch by batch until the queue is empty; after [`MAX_ROUNDS`] batches
+    /// hands the place to a waiting caller.
+    fn serve(mut self) {
+        let mut rounds = 0;
+        loop {
+            let batch: Vec<Job> = {
+                let mut st = self.lane.lock();
+                if st.jobs.is_empty() {
+                    return; // drop: connection back, place freed
                 }
-                rounds = 0; // every waiter is gone: keep leading
+                if rounds >= MAX_ROUNDS {
+                    if promote_one(&mut st) {
+                        // The place passes to the promoted caller: give back only the connection.
+                        if let Some(conn) = self.conn.take() {
+                            st.idle.push(conn);
+                        }
+                        return;
+                    }
+                    rounds = 0; // every waiter is gone: keep leading
+                }
+                let n = st.jobs.len().min(MAX_BATCH);
+                st.jobs.drain(..n).collect()
+            };
+            rounds += 1;
+            match self.conn() {
+                Ok(conn) => run_batch(conn, self.lane.kind, batch),
+                Err(e) => batch
+                    .into_iter()
+                    .for_each(|job| (job.run)(Err(&e))(Some(&e))),
             }
-            let n = q.jobs.len().min(MAX_BATCH);
-            q.jobs.drain(..n).collect()
-        };
-        rounds += 1;
-        let conn = lock(&running.writer);
-        commit_batch(&conn, batch);
+        }
     }
 }
 
-fn commit_batch(conn: &Connection, mut jobs: Vec<Job>) {
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !conn.is_autocommit() {
+            // Only after a job panicked inside a batch: end its transaction.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        let mut st = self.lane.lock();
+        st.leaders = st.leaders.saturating_sub(1);
+        if !(st.closed && self.lane.kind == Kind::Read) {
+            st.idle.push(conn);
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, kind: Kind, mut jobs: Vec<Job>) {
     if jobs.len() == 1
         && let Some(job) = jobs.pop()
     {
-        // Autocommit: one statement, one transaction, as a plain driver call.
+        // One statement, one transaction, as a plain driver call.
         (job.run)(Ok(conn))(None);
         return;
     }
-    let begin = conn
-        .prepare_cached("BEGIN IMMEDIATE")
-        .and_then(|mut s| s.execute([]));
-    if let Err(e) = begin {
-        let err = error::sqlite("sqlite: begin write transaction", e);
+    let (begin, what) = match kind {
+        Kind::Write => ("BEGIN IMMEDIATE", "sqlite: begin write transaction"),
+        Kind::Read => ("BEGIN", "sqlite: begin read transaction"),
+    };
+    if let Err(e) = conn.prepare_cached(begin).and_then(|mut s| s.execute([])) {
+        let err = error::sqlite(what, e);
         for job in jobs {
             (job.run)(Err(&err))(Some(&err));
         }
@@ -316,6 +458,11 @@ fn commit_batch(conn: &Connection, mut jobs: Vec<Job>) {
         .and_then(|mut s| s.execute([]))
     {
         Ok(_) => completions.into_iter().for_each(|c| c(None)),
+        // Reads already hold their answers; a failed end of a read transaction changes none.
+        Err(_) if kind == Kind::Read => {
+            let _ = conn.execute_batch("ROLLBACK");
+            completions.into_iter().for_each(|c| c(None));
+        }
         Err(e) => {
             let err = error::sqlite("sqlite: commit", e);
             let _ = conn.execute_batch("ROLLBACK");
@@ -363,21 +510,17 @@ fn open_connection(config: &SqliteConfig, memory: bool) -> Result<Connection> {
 
 fn open(config: &SqliteConfig, memory: bool) -> Result<Running> {
     let writer = open_connection(config, memory)?;
-    let readers = if memory {
+    let reads = if memory {
         None
     } else {
         let conns = (0..READERS)
             .map(|_| open_connection(config, false))
             .collect::<Result<Vec<_>>>()?;
-        Some(Readers {
-            permits: Semaphore::new(READERS),
-            idle: Mutex::new(conns),
-        })
+        Some(Lane::new(Kind::Read, conns))
     };
     Ok(Running {
-        writer: Mutex::new(writer),
-        queue: Mutex::new(Queue::default()),
-        readers,
+        writes: Lane::new(Kind::Write, vec![writer]),
+        reads,
     })
 }
 
@@ -447,7 +590,7 @@ impl Engine for SqliteEngine {
     async fn get(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<Option<Row>> {
         let s = Arc::clone(s);
         let key = key.to_owned();
-        self.read_job(move |c| {
+        self.call(Kind::Read, move |c| {
             c.prepare_cached(&s.get)
                 .and_then(|mut st| {
                     st.query_row(params![key, now], |r| row_of(r, 0, s.versioned))
@@ -461,7 +604,7 @@ impl Engine for SqliteEngine {
     async fn has(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
         let s = Arc::clone(s);
         let key = key.to_owned();
-        self.read_job(move |c| {
+        self.call(Kind::Read, move |c| {
             c.prepare_cached(&s.has)
                 .and_then(|mut st| st.exists(params![key, now]))
                 .map_err(|e| error::sqlite("sqlite has", e))
@@ -471,7 +614,7 @@ impl Engine for SqliteEngine {
 
     async fn write(&self, s: &Arc<Statements>, args: WriteArgs) -> Result<Written> {
         let s = Arc::clone(s);
-        self.write_job(move |c| {
+        self.call(Kind::Write, move |c| {
             write_sync(c, &s, &args).map_err(|e| error::sqlite("sqlite write", e))
         })
         .await
@@ -480,7 +623,7 @@ impl Engine for SqliteEngine {
     async fn delete(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
         let s = Arc::clone(s);
         let key = key.to_owned();
-        self.write_job(move |c| {
+        self.call(Kind::Write, move |c| {
             c.prepare_cached(&s.delete)
                 .and_then(|mut st| {
                     st.query_row(params![key, now], |r| r.get::<_, i64>(0))
@@ -494,7 +637,7 @@ impl Engine for SqliteEngine {
 
     async fn list(&self, s: &Arc<Statements>, range: Range) -> Result<Vec<Row>> {
         let s = Arc::clone(s);
-        self.read_job(move |c| {
+        self.call(Kind::Read, move |c| {
             let run = || -> rusqlite::Result<Vec<Row>> {
                 let sql = &s.list[usize::from(range.exclusive)][usize::from(range.upper.is_some())];
                 let mut st = c.prepare_cached(sql)?;
@@ -519,7 +662,7 @@ impl Engine for SqliteEngine {
 
     async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize> {
         let s = Arc::clone(s);
-        self.write_job(move |c| {
+        self.call(Kind::Write, move |c| {
             c.prepare_cached(&s.cleanup)
                 .and_then(|mut st| st.execute(params![now, batch]))
                 .map_err(|e| error::sqlite("sqlite cleanup", e))
@@ -529,7 +672,7 @@ impl Engine for SqliteEngine {
 
     async fn create(&self, s: &Arc<Statements>) -> Result<()> {
         let s = Arc::clone(s);
-        self.write_job(move |c| {
+        self.call(Kind::Write, move |c| {
             for sql in &s.create {
                 c.execute_batch(sql)
                     .map_err(|e| error::sqlite("sqlite create_table", e))?;
@@ -544,11 +687,66 @@ impl Engine for SqliteEngine {
         let Some(running) = self.running.get() else {
             return;
         };
-        // Queued writes still commit (the current leader drains them); new ones fail Closed.
-        lock(&running.queue).closed = true;
-        if let Some(readers) = &running.readers {
-            readers.permits.close();
-            lock(&readers.idle).clear();
+        // Queued calls are still served (their leaders drain them); new ones fail Closed.
+        running.writes.close();
+        if let Some(reads) = &running.reads {
+            reads.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn count(c: &Connection) -> Result<i64> {
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .map_err(|e| error::sqlite("count", e))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_cancelled_after_being_handed_the_place_passes_it_on() {
+        let engine = SqliteEngine::new(SqliteConfig::new(":memory:"));
+        let running = Arc::clone(engine.running().await.unwrap());
+        engine
+            .call(Kind::Write, |c| {
+                c.execute_batch("CREATE TABLE t (x INTEGER)")
+                    .map_err(|e| error::sqlite("create", e))
+            })
+            .await
+            .unwrap();
+        // Act as the leader: hold the write lane's only place and its connection.
+        let conn = {
+            let mut st = running.writes.lock();
+            st.leaders += 1;
+            st.idle.pop().unwrap()
+        };
+        // A caller queues behind that leader...
+        let mut waiting = Box::pin(engine.call(Kind::Write, |c| {
+            c.execute_batch("INSERT INTO t VALUES (1)")
+                .map_err(|e| error::sqlite("insert", e))
+        }));
+        assert!(
+            tokio::time::timeout(Duration::ZERO, &mut waiting)
+                .await
+                .is_err(),
+            "the caller waits while the place is taken"
+        );
+        // ...is handed the place, as after MAX_ROUNDS batches, and is cancelled before it runs.
+        {
+            let mut st = running.writes.lock();
+            assert!(promote_one(&mut st));
+            st.idle.push(conn);
+        }
+        drop(waiting);
+        assert_eq!(running.writes.lock().leaders, 0, "the place is free again");
+        // The next caller leads, and serves the cancelled caller's queued write too.
+        let rows = tokio::time::timeout(Duration::from_secs(5), engine.call(Kind::Read, count))
+            .await
+            .expect("the lane serves calls again")
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 }
