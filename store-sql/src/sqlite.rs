@@ -234,9 +234,8 @@ impl SqliteEngine {
             }
         };
         if let Some(conn) = conn {
-            let r = Arc::clone(&running);
+            let leader = Leader::new(Arc::clone(&running), kind, Some(conn));
             return blocking(move || {
-                let leader = Leader::new(r.lane(kind), conn);
                 let result = leader.conn().and_then(f);
                 leader.serve();
                 result
@@ -277,7 +276,7 @@ impl SqliteEngine {
             promote: Some(promote_rx),
         };
         if lead {
-            lead_from_queue(&running, kind).await?;
+            blocking(Leader::new(Arc::clone(&running), kind, None).serving()).await?;
         }
         let answer = |a: std::result::Result<Result<T>, _>| {
             a.map_err(|_| Error::internal("sqlite call dropped without an answer"))?
@@ -292,7 +291,7 @@ impl SqliteEngine {
                 promoted = promote_rx => {
                     waiter.promote = None;
                     if promoted.is_ok() {
-                        lead_from_queue(&running, kind).await?;
+                        blocking(Leader::new(Arc::clone(&running), kind, None).serving()).await?;
                     }
                 }
             }
@@ -300,36 +299,9 @@ impl SqliteEngine {
     }
 }
 
-/// Leads a lane whose leader place this caller already holds: takes a connection and serves
-/// the queue.
-async fn lead_from_queue(running: &Arc<Running>, kind: Kind) -> Result<()> {
-    let r = Arc::clone(running);
-    blocking(move || {
-        let lane = r.lane(kind);
-        let conn = lane.lock().idle.pop();
-        match conn {
-            Some(conn) => Leader::new(lane, conn).serve(),
-            // Only after close dropped the idle readers: answer what waits, then step down.
-            None => fail_queue(&r, kind, &closed()),
-        }
-    })
-    .await
-}
-
-/// Answers every queued call of the lane with `err`, and gives up the caller's leader place.
-fn fail_queue(running: &Running, kind: Kind, err: &Error) {
-    let jobs: Vec<Job> = {
-        let mut st = running.lane(kind).lock();
-        st.leaders = st.leaders.saturating_sub(1);
-        st.jobs.drain(..).collect()
-    };
-    for job in jobs {
-        (job.run)(Err(err))(Some(err));
-    }
-}
-
 /// A waiting caller. If it is dropped (cancelled) after being made a leader but before it
-/// took the place, it passes the place on, so the lane never waits for a leader that is gone.
+/// took the place, it passes the place on, so the lane never waits for a leader that is gone:
+/// to another waiter, else to a leader on a blocking thread for calls left queued.
 struct Waiter {
     running: Arc<Running>,
     kind: Kind,
@@ -342,12 +314,25 @@ impl Drop for Waiter {
             return;
         };
         rx.close();
-        if rx.try_recv().is_ok() {
+        if rx.try_recv().is_err() {
+            return;
+        }
+        {
             let mut st = self.running.lane(self.kind).lock();
-            if !promote_one(&mut st) {
-                // Nobody left to lead: the next caller finds a free place and serves the queue.
-                st.leaders = st.leaders.saturating_sub(1);
+            if promote_one(&mut st) {
+                return;
             }
+            if st.jobs.is_empty() {
+                st.leaders = st.leaders.saturating_sub(1);
+                return;
+            }
+        }
+        // Calls whose callers left still wait (this one's among them): serve them now rather
+        // than whenever the next caller comes. Without a runtime, dropping the leader frees the
+        // place, and the next caller serves them.
+        let leader = Leader::new(Arc::clone(&self.running), self.kind, None);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(leader.serving());
         }
     }
 }
@@ -361,43 +346,61 @@ fn promote_one(st: &mut LaneState) -> bool {
     })
 }
 
-/// A leader: holds a connection of its lane and serves the queue. Dropping it (also when a job
-/// panics) gives the connection back and frees the leader place.
-struct Leader<'a> {
-    lane: &'a Lane,
+/// A leader place in a lane, and the connection it serves with. Dropping it gives back both:
+/// also when a job panics, or when a blocking closure that holds it never runs.
+struct Leader {
+    running: Arc<Running>,
+    kind: Kind,
+    /// `None` until a leader that was handed its place takes a connection.
     conn: Option<Connection>,
+    /// The place went to a promoted caller: dropping gives back only the connection.
+    passed: bool,
 }
 
-impl<'a> Leader<'a> {
-    fn new(lane: &'a Lane, conn: Connection) -> Self {
+impl Leader {
+    fn new(running: Arc<Running>, kind: Kind, conn: Option<Connection>) -> Self {
         Self {
-            lane,
-            conn: Some(conn),
+            running,
+            kind,
+            conn,
+            passed: false,
         }
     }
 
     fn conn(&self) -> Result<&Connection> {
         self.conn
             .as_ref()
-            .ok_or_else(|| Error::internal("sqlite leader lost its connection"))
+            .ok_or_else(|| Error::internal("sqlite leader has no connection"))
+    }
+
+    /// [`Leader::serve`] as a closure for [`blocking`].
+    fn serving(self) -> impl FnOnce() + Send + 'static {
+        move || self.serve()
     }
 
     /// Runs queued jobs batch by batch until the queue is empty; after [`MAX_ROUNDS`] batches
     /// hands the place to a waiting caller.
     fn serve(mut self) {
+        let running = Arc::clone(&self.running);
+        let lane = running.lane(self.kind);
+        if self.conn.is_none() {
+            self.conn = lane.lock().idle.pop();
+        }
         let mut rounds = 0;
         loop {
             let batch: Vec<Job> = {
-                let mut st = self.lane.lock();
+                let mut st = lane.lock();
                 if st.jobs.is_empty() {
                     return; // drop: connection back, place freed
                 }
                 if rounds >= MAX_ROUNDS {
                     if promote_one(&mut st) {
-                        // The place passes to the promoted caller: give back only the connection.
+                        // The promoted caller takes the connection from `idle`: put it there
+                        // before the lock is released.
                         if let Some(conn) = self.conn.take() {
                             st.idle.push(conn);
                         }
+                        self.passed = true;
                         return;
                     }
                     rounds = 0; // every waiter is gone: keep leading
@@ -406,28 +409,37 @@ impl<'a> Leader<'a> {
                 st.jobs.drain(..n).collect()
             };
             rounds += 1;
-            match self.conn() {
-                Ok(conn) => run_batch(conn, self.lane.kind, batch),
-                Err(e) => batch
-                    .into_iter()
-                    .for_each(|job| (job.run)(Err(&e))(Some(&e))),
+            match &self.conn {
+                Some(conn) => run_batch(conn, lane.kind, batch),
+                // Only after close dropped the idle readers.
+                None => {
+                    let err = closed();
+                    batch
+                        .into_iter()
+                        .for_each(|job| (job.run)(Err(&err))(Some(&err)));
+                }
             }
         }
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else {
-            return;
-        };
-        if !conn.is_autocommit() {
+        let conn = self.conn.take();
+        if let Some(conn) = &conn
+            && !conn.is_autocommit()
+        {
             // Only after a job panicked inside a batch: end its transaction.
             let _ = conn.execute_batch("ROLLBACK");
         }
-        let mut st = self.lane.lock();
-        st.leaders = st.leaders.saturating_sub(1);
-        if !(st.closed && self.lane.kind == Kind::Read) {
+        let lane = self.running.lane(self.kind);
+        let mut st = lane.lock();
+        if !self.passed {
+            st.leaders = st.leaders.saturating_sub(1);
+        }
+        if let Some(conn) = conn
+            && !(st.closed && lane.kind == Kind::Read)
+        {
             st.idle.push(conn);
         }
     }
@@ -741,12 +753,42 @@ mod tests {
             st.idle.push(conn);
         }
         drop(waiting);
-        assert_eq!(running.writes.lock().leaders, 0, "the place is free again");
-        // The next caller leads, and serves the cancelled caller's queued write too.
+        // With no other waiter, a leader on a blocking thread serves the cancelled caller's
+        // queued write and frees the place, without any further caller.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let served = {
+                let st = running.writes.lock();
+                st.leaders == 0 && st.jobs.is_empty()
+            };
+            if served {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the place was not passed on"
+            );
+            tokio::task::yield_now().await;
+        }
         let rows = tokio::time::timeout(Duration::from_secs(5), engine.call(Kind::Read, count))
             .await
             .expect("the lane serves calls again")
             .unwrap();
-        assert_eq!(rows, 1);
+        assert_eq!(rows, 1, "the cancelled caller's queued write was committed");
+    }
+
+    #[tokio::test]
+    async fn a_leader_dropped_before_it_ran_gives_back_its_place_and_connection() {
+        // As when the runtime shuts down before a blocking closure holding the leader starts.
+        let engine = SqliteEngine::new(SqliteConfig::new(":memory:"));
+        let running = Arc::clone(engine.running().await.unwrap());
+        let conn = {
+            let mut st = running.writes.lock();
+            st.leaders += 1;
+            st.idle.pop().unwrap()
+        };
+        drop(Leader::new(Arc::clone(&running), Kind::Write, Some(conn)));
+        let st = running.writes.lock();
+        assert_eq!((st.leaders, st.idle.len()), (0, 1));
     }
 }
