@@ -1,7 +1,8 @@
 //! `cargo bench -p store-sql`: store-sql against the raw drivers on the same workload, in the
 //! same run: raw rusqlite (same pragmas, prepared upsert/select, one connection per client,
 //! one transaction per write) and raw tokio-postgres (prepared upsert/select, one connection per
-//! client; our pool has as many). 10 000 keys, 64-byte values, 1 and 16 clients.
+//! client; our pool has as many). 10 000 keys, 64-byte values (each write a new one), 1 and 16
+//! clients.
 //!
 //! SQLite rows also show rusqlite from async code (each call on `spawn_blocking`), and set rows
 //! the ceiling of any group commit: one thread committing as many writes per transaction as
@@ -35,6 +36,23 @@ fn keys() -> Arc<Vec<String>> {
     Arc::new((0..KEYS).map(|i| format!("key:{i:05}")).collect())
 }
 
+/// Fresh 64-byte values, one per write. SQLite leaves a page alone when an update does not
+/// change its bytes, so writing the same value again would measure no write at all.
+struct Values(u64);
+
+impl Values {
+    fn new(client: usize) -> Self {
+        Self((client as u64) << 40)
+    }
+
+    fn next(&mut self) -> [u8; 64] {
+        let mut v = [0xAB; 64];
+        v[..8].copy_from_slice(&self.0.to_le_bytes());
+        self.0 += 1;
+        v
+    }
+}
+
 fn now_ms() -> i64 {
     store_core::to_millis(std::time::SystemTime::now()) as i64
 }
@@ -58,12 +76,15 @@ fn ours(rt: &tokio::runtime::Runtime, store: &SqlStore, op: Op, clients: usize) 
     bench::run_clients(rt, clients, |c| {
         let store = store.clone();
         let keys = Arc::clone(&keys);
-        let value = value.clone();
         let mut rng = Rng::new(c as u64 + 1);
+        let mut values = Values::new(c);
         move || {
             let store = store.clone();
             let key = keys[rng.below(KEYS)].clone();
-            let value = value.clone();
+            let value = match op {
+                Op::Get => Bytes::new(),
+                Op::Set => Bytes::copy_from_slice(&values.next()),
+            };
             async move {
                 match op {
                     Op::Get => {
@@ -102,8 +123,9 @@ fn raw_sqlite(path: &str, op: Op, clients: usize) -> f64 {
         let keys = Arc::clone(&keys);
         let conn = raw_sqlite_conn(&path);
         let mut rng = Rng::new(c as u64 + 1);
+        let mut values = Values::new(c);
         move || {
-            raw_sqlite_op(&conn, op, &keys[rng.below(KEYS)]);
+            raw_sqlite_op(&conn, op, &keys[rng.below(KEYS)], &values.next());
             1
         }
     })
@@ -118,10 +140,11 @@ fn raw_sqlite_batched(path: &str, clients: usize) -> f64 {
         let keys = Arc::clone(&keys);
         let conn = raw_sqlite_conn(path);
         let mut rng = Rng::new(1);
+        let mut values = Values::new(0);
         move || {
             conn.execute_batch("BEGIN IMMEDIATE").unwrap();
             for _ in 0..clients {
-                raw_sqlite_op(&conn, Op::Set, &keys[rng.below(KEYS)]);
+                raw_sqlite_op(&conn, Op::Set, &keys[rng.below(KEYS)], &values.next());
             }
             conn.execute_batch("COMMIT").unwrap();
             clients as u64
@@ -137,13 +160,15 @@ fn raw_sqlite_async(rt: &tokio::runtime::Runtime, path: &str, op: Op, clients: u
         let conn = Arc::new(std::sync::Mutex::new(raw_sqlite_conn(path)));
         let keys = Arc::clone(&keys);
         let mut rng = Rng::new(c as u64 + 1);
+        let mut values = Values::new(c);
         move || {
             let conn = Arc::clone(&conn);
             let key = keys[rng.below(KEYS)].clone();
+            let value = values.next();
             async move {
                 tokio::task::spawn_blocking(move || {
                     let conn = conn.lock().unwrap();
-                    raw_sqlite_op(&conn, op, &key);
+                    raw_sqlite_op(&conn, op, &key, &value);
                 })
                 .await
                 .unwrap();
@@ -152,7 +177,7 @@ fn raw_sqlite_async(rt: &tokio::runtime::Runtime, path: &str, op: Op, clients: u
     })
 }
 
-fn raw_sqlite_op(conn: &rusqlite::Connection, op: Op, key: &str) {
+fn raw_sqlite_op(conn: &rusqlite::Connection, op: Op, key: &str, value: &[u8]) {
     match op {
         Op::Get => {
             let mut st = conn.prepare_cached(GET_SQLITE).unwrap();
@@ -164,7 +189,7 @@ fn raw_sqlite_op(conn: &rusqlite::Connection, op: Op, key: &str) {
         }
         Op::Set => {
             let mut st = conn.prepare_cached(UPSERT_SQLITE).unwrap();
-            st.execute(rusqlite::params![key, &[0xABu8; 64][..], None::<i64>])
+            st.execute(rusqlite::params![key, value, None::<i64>])
                 .unwrap();
         }
     }
@@ -236,10 +261,12 @@ fn raw_postgres(rt: &tokio::runtime::Runtime, url: &str, op: Op, clients: usize)
         let (get, upsert) = statements[c].clone();
         let keys = Arc::clone(&keys);
         let mut rng = Rng::new(c as u64 + 1);
+        let mut values = Values::new(c);
         move || {
             let client = Arc::clone(&client);
             let key = keys[rng.below(KEYS)].clone();
             let (get, upsert) = (get.clone(), upsert.clone());
+            let value = values.next();
             async move {
                 match op {
                     Op::Get => {
@@ -247,7 +274,7 @@ fn raw_postgres(rt: &tokio::runtime::Runtime, url: &str, op: Op, clients: usize)
                         std::hint::black_box(rows);
                     }
                     Op::Set => {
-                        let value: &[u8] = &[0xAB; 64];
+                        let value: &[u8] = &value;
                         client
                             .execute(&upsert, &[&key, &value, &None::<i64>])
                             .await
