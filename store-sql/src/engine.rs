@@ -59,6 +59,24 @@ pub(crate) struct Range {
     pub(crate) limit: i64,
 }
 
+/// How a database's writes have run since it opened: alone, or in group commits (SQLite).
+/// Failures count writes answered with an error of the database's (a full disk, a failed
+/// commit), not refused conditions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Writes that ran alone, each in its own transaction.
+    pub single: u64,
+    /// Of those, the ones that failed.
+    pub single_failed: u64,
+    /// Group commits: transactions that held two writes or more.
+    pub batches: u64,
+    /// Writes run in group commits.
+    pub batched: u64,
+    /// Of those, the ones that failed (their own statement, a rolled-back or failed commit).
+    pub batched_failed: u64,
+}
+
 #[async_trait]
 pub(crate) trait Engine: Send + Sync + Debug + 'static {
     fn dialect(&self) -> Dialect;
@@ -70,6 +88,10 @@ pub(crate) trait Engine: Send + Sync + Debug + 'static {
     /// Deletes at most `batch` expired rows; returns how many.
     async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize>;
     async fn create(&self, s: &Arc<Statements>) -> Result<()>;
+    /// Totals of the writes run so far (zero for engines without group commit).
+    fn write_stats(&self) -> WriteStats {
+        WriteStats::default()
+    }
     /// Stops background threads and closes connections; later calls fail `Closed`.
     async fn close(&self);
 }

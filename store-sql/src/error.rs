@@ -7,14 +7,31 @@ use store_core::Error;
 /// bug or corruption → `Internal`.
 #[cfg(feature = "sqlite")]
 pub(crate) fn sqlite(context: &str, e: rusqlite::Error) -> Error {
+    map_sqlite(context, e, false)
+}
+
+/// [`sqlite`] for a statement that writes. A write that failed for want of space (or of the
+/// lock) was rolled back: `Unavailable`, known not applied. After any other I/O error SQLite may
+/// have written part of a commit that a later recovery replays, so the write is indeterminate
+/// (`Timeout`).
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_write(context: &str, e: rusqlite::Error) -> Error {
+    map_sqlite(context, e, true)
+}
+
+#[cfg(feature = "sqlite")]
+fn map_sqlite(context: &str, e: rusqlite::Error, write: bool) -> Error {
     use rusqlite::ErrorCode as C;
     let message = format!("{context}: {e}");
     let mapped = match &e {
         rusqlite::Error::SqliteFailure(f, detail) => match f.code {
             C::DatabaseBusy | C::DatabaseLocked => Error::unavailable(message),
-            C::CannotOpen | C::DiskFull | C::SystemIoFailure | C::ReadOnly => {
-                Error::unavailable(message)
+            C::DiskFull if write => Error::unavailable(format!("{message} (write not applied)")),
+            C::DiskFull => Error::unavailable(message),
+            C::SystemIoFailure if write => {
+                Error::write_timeout(format!("{message} (the write may or may not be applied)"))
             }
+            C::CannotOpen | C::SystemIoFailure | C::ReadOnly => Error::unavailable(message),
             C::TooBig | C::ConstraintViolation => Error::invalid(message),
             C::PermissionDenied | C::AuthorizationForStatementDenied => {
                 Error::permission_denied(message)

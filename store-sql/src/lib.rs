@@ -22,6 +22,12 @@
 //! crate must never call the database's own `now()`. Table and column names come from the
 //! configuration, are checked at construction (`^[a-zA-Z][a-zA-Z0-9_]*$`, at most 63 characters,
 //! no reserved words) and quoted in every statement.
+//!
+//! A write is answered with success only once it is committed. A write known not to be applied (a
+//! full disk, a busy database, a statement the server cancelled at `statement_timeout`) fails
+//! `Unavailable` or `Timeout` without [`is_indeterminate`](store_core::Error::is_indeterminate);
+//! one that may have been applied (an I/O error during a commit, a connection lost mid-write)
+//! fails `Timeout` with it set. After a full disk the store recovers by itself once there is room.
 
 mod config;
 mod engine;
@@ -36,5 +42,6 @@ mod store;
 mod version;
 
 pub use config::{PostgresConfig, SqlStoreConfig, SqliteConfig, redact_url};
+pub use engine::WriteStats;
 pub use ident::MAX_IDENT_LEN;
 pub use store::{SqlDatabase, SqlStore, SqlStoreBuilder};

@@ -18,7 +18,11 @@
 //! - A write batch is one `BEGIN IMMEDIATE … COMMIT` (group commit): each caller is answered
 //!   only after the commit that holds its write. A statement that fails answers its own caller
 //!   and does not undo the others; a failed commit answers every caller of its batch with the
-//!   error.
+//!   error. A statement error that ends the transaction (SQLite rolls back on a full disk or an
+//!   I/O error) stops the batch: every write of it is answered "not applied", and no later job
+//!   runs outside the transaction.
+//! - Every statement runs to its end (see [`query_one`]): an autocommit write commits when its
+//!   statement finishes, and that is when a full disk is reported.
 //! - A read batch is one read transaction, so it costs one snapshot and one set of file locks.
 //!   Every read in it was asked for before the snapshot was taken, and is answered after, so each
 //!   still sees every write acknowledged before it was asked.
@@ -28,18 +32,18 @@
 //! A `:memory:` database cannot share data between connections, so its reads use the write lane.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use store_core::{Error, Result};
 use tokio::sync::{OnceCell, oneshot};
 
 use crate::config::SqliteConfig;
-use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
+use crate::engine::{Engine, Range, Row, Write, WriteArgs, WriteStats, Written};
 use crate::error;
 use crate::sql::{Dialect, Statements};
 use crate::version::stamp;
@@ -55,8 +59,27 @@ const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
 
-type Completion = Box<dyn FnOnce(Option<&Error>) + Send>;
-type Run = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Completion + Send>;
+/// How a batch ended, for a job's completion.
+#[derive(Clone, Copy)]
+enum Outcome<'a> {
+    /// Committed (or a read): each caller gets its own result.
+    Done,
+    /// Not committed: a caller whose statement succeeded gets this error, the others their own.
+    Failed(&'a Error),
+    /// Rolled back before the end: every caller gets this error.
+    Undone(&'a Error),
+}
+
+/// Answers a job's caller once the batch's outcome is known.
+type Completion = Box<dyn FnOnce(Outcome<'_>) + Send>;
+/// Runs a job's statements (or fails it with the error it is given).
+type Run = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> Ran + Send>;
+
+/// A job that ran: its completion, and a copy of its error if its statements failed.
+struct Ran {
+    complete: Completion,
+    failed: Option<Error>,
+}
 
 /// A queued call: what to run, and how to make its caller a leader.
 struct Job {
@@ -76,6 +99,21 @@ enum Kind {
 struct Lane {
     kind: Kind,
     state: Mutex<LaneState>,
+    counters: Counters,
+}
+
+/// Running totals of a write lane, read by [`SqliteEngine::write_stats`].
+#[derive(Default)]
+struct Counters {
+    single: AtomicU64,
+    single_failed: AtomicU64,
+    batches: AtomicU64,
+    batched: AtomicU64,
+    batched_failed: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 struct LaneState {
@@ -100,6 +138,7 @@ impl Lane {
                 leaders: 0,
                 closed: false,
             }),
+            counters: Counters::default(),
         }
     }
 
@@ -107,14 +146,12 @@ impl Lane {
         lock(&self.state)
     }
 
-    /// Fails new calls with `Closed`. Queued writes still commit; a read lane drops its idle
-    /// connections, so reads queued behind no leader fail `Closed` too.
+    /// Fails new calls with `Closed` and closes the idle connections. A leader still serving
+    /// finishes the calls queued behind it, then closes its connection.
     fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
-        if self.kind == Kind::Read {
-            st.idle.clear();
-        }
+        st.idle.clear();
     }
 }
 
@@ -149,8 +186,14 @@ impl std::fmt::Debug for Running {
     }
 }
 
+/// A copy of an error for another caller: kind, message and flags (not the source).
 fn copy(e: &Error) -> Error {
-    Error::new(e.kind(), e.message()).with_retryable(e.retryable())
+    let c = Error::new(e.kind(), e.message()).with_retryable(e.retryable());
+    if e.is_indeterminate() {
+        c.indeterminate()
+    } else {
+        c
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -236,27 +279,24 @@ impl SqliteEngine {
         if let Some(conn) = conn {
             let leader = Leader::new(Arc::clone(&running), kind, Some(conn));
             return blocking(move || {
-                let result = leader.conn().and_then(f);
+                let result = leader.conn().and_then(|c| {
+                    if kind == Kind::Write {
+                        outside_transaction(c)?;
+                    }
+                    f(c)
+                });
+                if kind == Kind::Write {
+                    let counters = &leader.running.writes.counters;
+                    add(&counters.single, 1);
+                    add(&counters.single_failed, usize::from(result.is_err()));
+                }
                 leader.serve();
                 result
             })
             .await?;
         }
-        let (done_tx, mut done_rx) = oneshot::channel::<Result<T>>();
+        let (run, mut done_rx) = job(f);
         let (promote_tx, promote_rx) = oneshot::channel::<()>();
-        let run: Run = Box::new(move |conn| {
-            let result = match conn {
-                Ok(c) => f(c),
-                Err(e) => Err(copy(e)),
-            };
-            Box::new(move |commit: Option<&Error>| {
-                let answer = match (commit, result) {
-                    (Some(e), Ok(_)) => Err(copy(e)),
-                    (_, result) => result,
-                };
-                let _ = done_tx.send(answer);
-            })
-        });
         let lead = {
             let mut st = running.lane(kind).lock();
             if st.closed {
@@ -299,6 +339,31 @@ impl SqliteEngine {
     }
 }
 
+/// A queued job running `f`, and where its answer arrives.
+fn job<T, F>(f: F) -> (Run, oneshot::Receiver<Result<T>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    let (done_tx, done_rx) = oneshot::channel::<Result<T>>();
+    let run: Run = Box::new(move |conn| {
+        let result = match conn {
+            Ok(c) => f(c),
+            Err(e) => Err(copy(e)),
+        };
+        let failed = result.as_ref().err().map(copy);
+        let complete: Completion = Box::new(move |outcome: Outcome<'_>| {
+            let answer = match (outcome, result) {
+                (Outcome::Failed(e), Ok(_)) | (Outcome::Undone(e), _) => Err(copy(e)),
+                (_, result) => result,
+            };
+            let _ = done_tx.send(answer);
+        });
+        Ran { complete, failed }
+    });
+    (run, done_rx)
+}
+
 /// A waiting caller. If it is dropped (cancelled) after being made a leader but before it
 /// took the place, it passes the place on, so the lane never waits for a leader that is gone:
 /// to another waiter, else to a leader on a blocking thread for calls left queued.
@@ -324,6 +389,9 @@ impl Drop for Waiter {
             }
             if st.jobs.is_empty() {
                 st.leaders = st.leaders.saturating_sub(1);
+                if st.closed {
+                    st.idle.clear();
+                }
                 return;
             }
         }
@@ -410,14 +478,9 @@ impl Leader {
             };
             rounds += 1;
             match &self.conn {
-                Some(conn) => run_batch(conn, lane.kind, batch),
-                // Only after close dropped the idle readers.
-                None => {
-                    let err = closed();
-                    batch
-                        .into_iter()
-                        .for_each(|job| (job.run)(Err(&err))(Some(&err)));
-                }
+                Some(conn) => run_batch(conn, lane, batch),
+                // Only after close closed the idle connections.
+                None => fail_all(batch, &closed()),
             }
         }
     }
@@ -438,47 +501,116 @@ impl Drop for Leader {
             st.leaders = st.leaders.saturating_sub(1);
         }
         if let Some(conn) = conn
-            && !(st.closed && lane.kind == Kind::Read)
+            && !st.closed
         {
             st.idle.push(conn);
         }
     }
 }
 
-fn run_batch(conn: &Connection, kind: Kind, mut jobs: Vec<Job>) {
+/// Answers jobs that never ran.
+fn fail_all(jobs: impl IntoIterator<Item = Job>, err: &Error) {
+    for job in jobs {
+        ((job.run)(Err(err)).complete)(Outcome::Failed(err));
+    }
+}
+
+/// Makes sure a write connection is not inside a transaction left open by an earlier failure:
+/// a statement run inside one would never commit.
+fn outside_transaction(conn: &Connection) -> Result<()> {
+    if conn.is_autocommit() {
+        return Ok(());
+    }
+    let _ = conn.execute_batch("ROLLBACK");
+    if conn.is_autocommit() {
+        Ok(())
+    } else {
+        Err(Error::unavailable(
+            "sqlite: the write connection is stuck in a transaction that cannot be rolled back \
+             (write not applied)",
+        ))
+    }
+}
+
+fn run_batch(conn: &Connection, lane: &Lane, jobs: Vec<Job>) {
+    let kind = lane.kind;
+    let counters = &lane.counters;
+    if kind == Kind::Write
+        && let Err(e) = outside_transaction(conn)
+    {
+        return fail_all(jobs, &e);
+    }
+    let mut jobs = jobs.into_iter();
     if jobs.len() == 1
-        && let Some(job) = jobs.pop()
+        && let Some(job) = jobs.next()
     {
         // One statement, one transaction, as a plain driver call.
-        (job.run)(Ok(conn))(None);
-        return;
+        let ran = (job.run)(Ok(conn));
+        if kind == Kind::Write {
+            add(&counters.single, 1);
+            add(&counters.single_failed, usize::from(ran.failed.is_some()));
+        }
+        return (ran.complete)(Outcome::Done);
     }
     let (begin, what) = match kind {
         Kind::Write => ("BEGIN IMMEDIATE", "sqlite: begin write transaction"),
         Kind::Read => ("BEGIN", "sqlite: begin read transaction"),
     };
     if let Err(e) = conn.prepare_cached(begin).and_then(|mut s| s.execute([])) {
-        let err = error::sqlite(what, e);
-        for job in jobs {
-            (job.run)(Err(&err))(Some(&err));
-        }
-        return;
+        return fail_all(jobs, &error::sqlite(what, e));
     }
-    let completions: Vec<Completion> = jobs.into_iter().map(|job| (job.run)(Ok(conn))).collect();
-    match conn
+    let total = jobs.len();
+    let mut ran: Vec<Ran> = Vec::with_capacity(total);
+    while let Some(job) = jobs.next() {
+        ran.push((job.run)(Ok(conn)));
+        if kind == Kind::Write && conn.is_autocommit() {
+            // The statement's error ended the transaction: SQLite rolled it back, undoing every
+            // write of the batch so far. The rest must not run outside it.
+            let cause = ran
+                .last()
+                .and_then(|r| r.failed.as_ref())
+                .map_or("the transaction ended early", Error::message);
+            let err = Error::unavailable(format!(
+                "sqlite: write not applied: its group commit was rolled back: {cause}"
+            ));
+            add(&counters.batches, 1);
+            add(&counters.batched, total);
+            add(&counters.batched_failed, total);
+            ran.into_iter()
+                .for_each(|r| (r.complete)(Outcome::Undone(&err)));
+            return fail_all(jobs, &err);
+        }
+    }
+    let commit = conn
         .prepare_cached("COMMIT")
-        .and_then(|mut s| s.execute([]))
-    {
-        Ok(_) => completions.into_iter().for_each(|c| c(None)),
+        .and_then(|mut s| s.execute([]));
+    if kind == Kind::Read {
         // Reads already hold their answers; a failed end of a read transaction changes none.
-        Err(_) if kind == Kind::Read => {
+        if commit.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
-            completions.into_iter().for_each(|c| c(None));
+        }
+        return ran.into_iter().for_each(|r| (r.complete)(Outcome::Done));
+    }
+    add(&counters.batches, 1);
+    add(&counters.batched, total);
+    match commit {
+        Ok(_) => {
+            add(
+                &counters.batched_failed,
+                ran.iter().filter(|r| r.failed.is_some()).count(),
+            );
+            ran.into_iter().for_each(|r| (r.complete)(Outcome::Done));
         }
         Err(e) => {
-            let err = error::sqlite("sqlite: commit", e);
-            let _ = conn.execute_batch("ROLLBACK");
-            completions.into_iter().for_each(|c| c(Some(&err)));
+            // A commit that failed for want of space wrote no commit record: not applied. After
+            // another I/O error part of it may be on disk: indeterminate.
+            let err = error::sqlite_write("sqlite: commit", e);
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            add(&counters.batched_failed, total);
+            ran.into_iter()
+                .for_each(|r| (r.complete)(Outcome::Failed(&err)));
         }
     }
 }
@@ -545,27 +677,51 @@ fn row_of(r: &rusqlite::Row<'_>, first: usize, versioned: bool) -> rusqlite::Res
     })
 }
 
+/// Runs a statement to its end and returns what `f` made of its first row.
+///
+/// `query_row` stops at the first row and drops the statement's final status when it resets it.
+/// An autocommit write commits when its statement ends, and a failed commit (a full disk, an
+/// I/O error) is reported only then: through `query_row`, a write SQLite rolled back would look
+/// committed. So every statement here is stepped until SQLite says it is done.
+fn query_one<T>(
+    mut stmt: rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let mut rows = stmt.query(params)?;
+    let first = match rows.next()? {
+        Some(row) => f(row),
+        None => return Ok(None),
+    };
+    while rows.next()?.is_some() {}
+    first.map(Some)
+}
+
 fn write_sync(conn: &Connection, s: &Statements, a: &WriteArgs) -> rusqlite::Result<Written> {
     let value = &a.value[..];
+    let version = |r: &rusqlite::Row<'_>| r.get::<_, i64>(0);
     match a.condition {
-        Write::Always if s.versioned => conn
-            .prepare_cached(&s.upsert)?
-            .query_row(params![a.key, value, a.expires, stamp()], |r| r.get(0))
-            .map(Written::Ok),
+        Write::Always if s.versioned => query_one(
+            conn.prepare_cached(&s.upsert)?,
+            params![a.key, value, a.expires, stamp()],
+            version,
+        )?
+        .map(Written::Ok)
+        .ok_or(rusqlite::Error::QueryReturnedNoRows),
         Write::Always => conn
             .prepare_cached(&s.upsert)?
             .execute(params![a.key, value, a.expires])
             .map(|_| Written::Ok(0)),
         Write::IfAbsent => {
-            let mut stmt = conn.prepare_cached(&s.insert_if_absent)?;
+            let stmt = conn.prepare_cached(&s.insert_if_absent)?;
             let row = if s.versioned {
-                stmt.query_row(params![a.key, value, a.expires, a.now, stamp()], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()?
+                query_one(
+                    stmt,
+                    params![a.key, value, a.expires, a.now, stamp()],
+                    version,
+                )?
             } else {
-                stmt.query_row(params![a.key, value, a.expires, a.now], |_| Ok(0))
-                    .optional()?
+                query_one(stmt, params![a.key, value, a.expires, a.now], |_| Ok(0))?
             };
             Ok(row.map_or(Written::Exists, Written::Ok))
         }
@@ -573,21 +729,16 @@ fn write_sync(conn: &Connection, s: &Statements, a: &WriteArgs) -> rusqlite::Res
             let (Some(update), Some(probe)) = (&s.update_if_version, &s.live_version) else {
                 return Err(rusqlite::Error::InvalidQuery);
             };
-            let written = conn
-                .prepare_cached(update)?
-                .query_row(
-                    params![a.key, value, a.expires, a.now, expected, stamp()],
-                    |r| r.get::<_, i64>(0),
-                )
-                .optional()?;
+            let written = query_one(
+                conn.prepare_cached(update)?,
+                params![a.key, value, a.expires, a.now, expected, stamp()],
+                version,
+            )?;
             if let Some(v) = written {
                 return Ok(Written::Ok(v));
             }
-            // Not written: say why. Same transaction, so the answer is exact.
-            let live = conn
-                .prepare_cached(probe)?
-                .query_row(params![a.key, a.now], |r| r.get::<_, i64>(0))
-                .optional()?;
+            // Not written: say why. Only this lane writes, so the answer is exact.
+            let live = query_one(conn.prepare_cached(probe)?, params![a.key, a.now], version)?;
             Ok(live.map_or(Written::Missing, Written::Mismatch))
         }
     }
@@ -604,10 +755,7 @@ impl Engine for SqliteEngine {
         let key = key.to_owned();
         self.call(Kind::Read, move |c| {
             c.prepare_cached(&s.get)
-                .and_then(|mut st| {
-                    st.query_row(params![key, now], |r| row_of(r, 0, s.versioned))
-                        .optional()
-                })
+                .and_then(|st| query_one(st, params![key, now], |r| row_of(r, 0, s.versioned)))
                 .map_err(|e| error::sqlite("sqlite get", e))
         })
         .await
@@ -618,7 +766,8 @@ impl Engine for SqliteEngine {
         let key = key.to_owned();
         self.call(Kind::Read, move |c| {
             c.prepare_cached(&s.has)
-                .and_then(|mut st| st.exists(params![key, now]))
+                .and_then(|st| query_one(st, params![key, now], |_| Ok(())))
+                .map(|row| row.is_some())
                 .map_err(|e| error::sqlite("sqlite has", e))
         })
         .await
@@ -627,7 +776,7 @@ impl Engine for SqliteEngine {
     async fn write(&self, s: &Arc<Statements>, args: WriteArgs) -> Result<Written> {
         let s = Arc::clone(s);
         self.call(Kind::Write, move |c| {
-            write_sync(c, &s, &args).map_err(|e| error::sqlite("sqlite write", e))
+            write_sync(c, &s, &args).map_err(|e| error::sqlite_write("sqlite write", e))
         })
         .await
     }
@@ -637,12 +786,9 @@ impl Engine for SqliteEngine {
         let key = key.to_owned();
         self.call(Kind::Write, move |c| {
             c.prepare_cached(&s.delete)
-                .and_then(|mut st| {
-                    st.query_row(params![key, now], |r| r.get::<_, i64>(0))
-                        .optional()
-                })
+                .and_then(|st| query_one(st, params![key, now], |r| r.get::<_, i64>(0)))
                 .map(|live| live == Some(1))
-                .map_err(|e| error::sqlite("sqlite delete", e))
+                .map_err(|e| error::sqlite_write("sqlite delete", e))
         })
         .await
     }
@@ -677,7 +823,7 @@ impl Engine for SqliteEngine {
         self.call(Kind::Write, move |c| {
             c.prepare_cached(&s.cleanup)
                 .and_then(|mut st| st.execute(params![now, batch]))
-                .map_err(|e| error::sqlite("sqlite cleanup", e))
+                .map_err(|e| error::sqlite_write("sqlite cleanup", e))
         })
         .await
     }
@@ -687,11 +833,26 @@ impl Engine for SqliteEngine {
         self.call(Kind::Write, move |c| {
             for sql in &s.create {
                 c.execute_batch(sql)
-                    .map_err(|e| error::sqlite("sqlite create_table", e))?;
+                    .map_err(|e| error::sqlite_write("sqlite create_table", e))?;
             }
             Ok(())
         })
         .await
+    }
+
+    fn write_stats(&self) -> WriteStats {
+        let Some(running) = self.running.get() else {
+            return WriteStats::default();
+        };
+        let c = &running.writes.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        WriteStats {
+            single: get(&c.single),
+            single_failed: get(&c.single_failed),
+            batches: get(&c.batches),
+            batched: get(&c.batched),
+            batched_failed: get(&c.batched_failed),
+        }
     }
 
     async fn close(&self) {
@@ -712,6 +873,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use store_core::ErrorKind;
 
     fn count(c: &Connection) -> Result<i64> {
         c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -775,6 +937,69 @@ mod tests {
             .expect("the lane serves calls again")
             .unwrap();
         assert_eq!(rows, 1, "the cancelled caller's queued write was committed");
+    }
+
+    /// A write job for [`run_batch`], and its answer.
+    fn insert(bytes: usize) -> (Job, oneshot::Receiver<Result<()>>) {
+        let (run, answer) = job(move |c| {
+            c.execute("INSERT INTO t VALUES (?1)", [vec![7u8; bytes]])
+                .map(drop)
+                .map_err(|e| error::sqlite_write("insert", e))
+        });
+        (Job { run, promote: None }, answer)
+    }
+
+    #[tokio::test]
+    async fn a_statement_that_ends_the_batch_transaction_stops_the_batch() {
+        let engine = SqliteEngine::new(SqliteConfig::new(":memory:"));
+        let running = Arc::clone(engine.running().await.unwrap());
+        let conn = running.writes.lock().idle.pop().unwrap();
+        // A rowid table with no index: an insert into it has no statement journal, so when it
+        // finds the database full SQLite rolls back the whole transaction, not just the statement.
+        conn.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages + 8)
+            .unwrap();
+
+        let (first, first_answer) = insert(10);
+        let (full, full_answer) = insert(1 << 20); // needs far more than 8 pages
+        let (last, last_answer) = insert(10);
+        run_batch(&conn, &running.writes, vec![first, full, last]);
+
+        for (name, answer) in [
+            ("before", first_answer),
+            ("full", full_answer),
+            ("after", last_answer),
+        ] {
+            let e = answer.await.unwrap().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{name}: {e}");
+            assert!(!e.is_indeterminate(), "{name}: known not applied: {e:?}");
+            assert!(e.message().contains("not applied"), "{name}: {e}");
+            assert!(e.message().contains("full"), "{name}: names the cause: {e}");
+        }
+        // Nothing was committed: neither the write before the failure (rolled back with the
+        // transaction) nor the one after it (never run outside the transaction).
+        assert_eq!(count(&conn).unwrap(), 0);
+        assert!(conn.is_autocommit());
+        let stats = running
+            .writes
+            .counters
+            .batched_failed
+            .load(Ordering::Relaxed);
+        assert_eq!(stats, 3);
+
+        // Room again: the same connection writes, alone and in a batch.
+        conn.pragma_update(None, "max_page_count", pages + 10_000)
+            .unwrap();
+        let (a, a_answer) = insert(10);
+        let (b, b_answer) = insert(1 << 20);
+        run_batch(&conn, &running.writes, vec![a, b]);
+        a_answer.await.unwrap().unwrap();
+        b_answer.await.unwrap().unwrap();
+        assert_eq!(count(&conn).unwrap(), 2);
+        running.writes.lock().idle.push(conn);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use store_core::{
 use tokio::sync::OnceCell;
 
 use crate::config::{Checked, SqlStoreConfig};
-use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
+use crate::engine::{Engine, Range, Row, Write, WriteArgs, WriteStats, Written};
 use crate::sql::{Names, Statements, prefix_upper_bound};
 
 /// Expired rows deleted per cleanup statement.
@@ -48,6 +48,11 @@ impl SqlDatabase {
         Ok(Self {
             engine: Arc::new(crate::postgres::PostgresEngine::new(&config)?),
         })
+    }
+
+    /// How this database's writes have run since it opened.
+    pub fn write_stats(&self) -> WriteStats {
+        self.engine.write_stats()
     }
 
     /// Stops background threads and closes every connection; later operations fail `Closed`.

@@ -410,3 +410,405 @@ async fn sqlite_cleanup_timer_deletes_expired_rows_and_stops() {
     assert_eq!(rows_in(&path), 2, "a stopped timer deletes nothing");
     db.close().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A full disk: a real one, a 1 MiB tmpfs mounted in a private mount namespace.
+
+/// Which process of the full-disk test this is: unset at the top, `inside` in the namespace,
+/// `writer` for the process that fills the disk.
+const FULL_DISK_ROLE: &str = "STORE_SQL_FULL_DISK_ROLE";
+/// The folder the tmpfs is mounted on (`inside`), or the database file (`writer`).
+const FULL_DISK_PATH: &str = "STORE_SQL_FULL_DISK_PATH";
+const FULL_DISK_TEST: &str = "sqlite_full_disk_refuses_writes_truthfully_and_recovers";
+/// Writes refused before the writer stops filling.
+const REFUSALS: usize = 400;
+/// Writes acknowledged after room comes back before the writer is killed.
+const RECOVERED: usize = 400;
+
+/// The value stored under `key`: 2 KiB derived from it, so the reader can check it.
+fn full_disk_value(key: &str) -> Bytes {
+    Bytes::from(
+        key.as_bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .take(2048)
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// Runs this test binary again as `role`.
+fn this_test(role: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([
+        "--exact",
+        FULL_DISK_TEST,
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(FULL_DISK_ROLE, role);
+    cmd
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// `unshare` arguments for a private mount namespace in which this process may mount: as root a
+/// mount namespace, otherwise a user namespace that maps this user to root as well.
+fn namespace_args() -> Vec<&'static str> {
+    let mut args = vec!["--mount", "--propagation", "private"];
+    if !running_as_root() {
+        args.splice(0..0, ["--user", "--map-root-user"]);
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_full_disk_refuses_writes_truthfully_and_recovers() {
+    match std::env::var(FULL_DISK_ROLE).as_deref() {
+        Ok("writer") => return full_disk_writer().await,
+        Ok("inside") => return full_disk_inside().await,
+        _ => {}
+    }
+    let probe = Command::new("unshare")
+        .args(namespace_args())
+        .arg("true")
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        other => {
+            let why = match other {
+                Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                Err(e) => format!("cannot run unshare: {e}"),
+            };
+            assert!(
+                std::env::var_os("STORE_TEST_REQUIRE_FULL_DISK").is_none(),
+                "STORE_TEST_REQUIRE_FULL_DISK is set but no private mount namespace: {why}"
+            );
+            println!("SKIPPED {FULL_DISK_TEST}: no private mount namespace for a tmpfs: {why}");
+            return;
+        }
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("full-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("test folder");
+    let inside = this_test("inside");
+    let out = Command::new("unshare")
+        .args(namespace_args())
+        .arg(inside.get_program())
+        .args(inside.get_args())
+        .env(FULL_DISK_ROLE, "inside")
+        .env(FULL_DISK_PATH, &dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the test inside a mount namespace");
+    // The tmpfs went with the namespace; the folder it was mounted on is empty.
+    let _ = std::fs::remove_dir(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        panic!("the full-disk run failed ({}):\n{stdout}", out.status);
+    }
+    // The counts, without the inner test harness's own summary lines.
+    for line in stdout
+        .lines()
+        .filter_map(|l| l.find("full disk:").map(|i| &l[i..]))
+    {
+        println!("{line}");
+    }
+}
+
+/// How a write ended, as the writer reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Ok(u64),
+    Refused(String),
+    Unknown(String),
+}
+
+/// In the namespace: mount a 1 MiB tmpfs, fill it from a writer process, give room back while
+/// it runs, kill it mid-write, then open the database again and check every answer it gave.
+async fn full_disk_inside() {
+    let dir = std::path::PathBuf::from(std::env::var_os(FULL_DISK_PATH).expect("the test folder"));
+    let mount = |options: &str| {
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -o {options}: {status}");
+    };
+    mount("size=1m");
+    let path = dir.join("kv.db").to_string_lossy().into_owned();
+
+    let mut writer = this_test("writer")
+        .env(FULL_DISK_PATH, &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the writer");
+    let mut to_writer = writer.stdin.take().expect("writer stdin");
+    let stdout = writer.stdout.take().expect("writer stdout");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut outcomes: std::collections::BTreeMap<String, Outcome> = Default::default();
+    let mut stats_full = Vec::new();
+    let mut recovered = 0;
+    let mut room = false;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = lines.recv_timeout(left) else {
+            let _ = writer.kill();
+            panic!(
+                "the writer stalled or ended early: {} outcomes",
+                outcomes.len()
+            );
+        };
+        let mut words = line.splitn(4, ' ');
+        let (tag, key) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let rest: Vec<&str> = words.collect();
+        match tag {
+            "ok" => {
+                let version = rest[0].parse().expect("a version");
+                outcomes.insert(key.to_owned(), Outcome::Ok(version));
+                if room && key.starts_with('r') {
+                    recovered += 1;
+                    if recovered == RECOVERED {
+                        writer.kill().expect("SIGKILL the writer"); // mid-write
+                        break;
+                    }
+                }
+            }
+            "refused" => {
+                outcomes.insert(key.to_owned(), Outcome::Refused(rest.join(" ")));
+            }
+            "unknown" => {
+                outcomes.insert(key.to_owned(), Outcome::Unknown(rest.join(" ")));
+            }
+            "stats" => stats_full.push(line.clone()),
+            "full" => {
+                // Space comes back while the writer runs: no restart.
+                mount("remount,size=64m");
+                room = true;
+                use std::io::Write as _;
+                writeln!(to_writer, "room").expect("tell the writer");
+            }
+            _ => {} // the test harness's own lines
+        }
+    }
+    let _ = writer.wait();
+
+    // A new process opens the database, with room: the writer's answers must all be true.
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
+    let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").version_column("v"))
+        .build()
+        .expect("a valid store config");
+    let (mut acked, mut refused, mut unknown, mut unknown_present) = (0, 0, 0, 0);
+    let mut causes = std::collections::BTreeSet::new();
+    for (key, outcome) in &outcomes {
+        let found = store.entry(key).await.expect("a read after the restart");
+        match outcome {
+            Outcome::Ok(version) => {
+                acked += 1;
+                let e = found.unwrap_or_else(|| panic!("{key}: acknowledged but lost"));
+                assert_eq!(e.version, *version, "{key}: acknowledged version");
+                assert_eq!(e.value, full_disk_value(key), "{key}: value");
+            }
+            Outcome::Refused(why) => {
+                refused += 1;
+                causes.insert(why.clone());
+                assert!(
+                    found.is_none(),
+                    "{key}: refused as not applied ({why}) but present"
+                );
+            }
+            Outcome::Unknown(why) => {
+                unknown += 1;
+                causes.insert(why.clone());
+                unknown_present += usize::from(found.is_some());
+            }
+        }
+    }
+    let e = store
+        .put("after-restart", v("x"), store_core::PutOptions::new())
+        .await
+        .expect("a new write succeeds after the restart");
+    assert_eq!(
+        store
+            .entry("after-restart")
+            .await
+            .expect("a read after the restart")
+            .map(|e| e.version),
+        Some(e.version)
+    );
+    db.close().await;
+
+    println!(
+        "full disk: {acked} acknowledged (all present with their version), {refused} refused as \
+         not applied (all absent), {unknown} indeterminate ({unknown_present} present after the \
+         restart), {recovered} acknowledged after room came back without a restart"
+    );
+    for line in &stats_full {
+        println!("full disk: writer {line}");
+    }
+    for cause in &causes {
+        println!("full disk: refusal: {cause}");
+    }
+    assert!(
+        refused >= REFUSALS,
+        "the disk never filled: {refused} refusals"
+    );
+    assert!(
+        causes
+            .iter()
+            .all(|c| c.starts_with("Unavailable") && c.contains("full")),
+        "every refusal is Unavailable and names the full disk: {causes:?}"
+    );
+    // Both write paths met the full disk: group commits, and statements run alone.
+    let stat = |name: &str| -> u64 {
+        stats_full
+            .last()
+            .and_then(|l| {
+                l.split(' ')
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            })
+            .and_then(|n| n.parse().ok())
+            .expect("the writer's stats line")
+    };
+    assert!(
+        stat("batched") > stat("batches") && stat("batches") > 0,
+        "group commits of more than one write happened"
+    );
+    assert!(
+        stat("batched_failed") > 0,
+        "a group commit met the full disk"
+    );
+    assert!(stat("single_failed") > 0, "a write alone met the full disk");
+}
+
+/// The writer: 16 tasks fill the disk until `REFUSALS` writes were refused, then one task writes
+/// alone (each write its own transaction); then it says `full` and waits for `room` on stdin,
+/// and 16 tasks write again until it is killed. One line per answer.
+async fn full_disk_writer() {
+    let path = std::env::var(FULL_DISK_PATH).expect("the database path");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
+    let config = SqlStoreConfig::new("kv")
+        .create_table(true)
+        .version_column("v");
+    let store = Arc::new(
+        SqlStore::builder(db.clone(), config)
+            .build()
+            .expect("a valid store config"),
+    );
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop_at = std::time::Instant::now() + Duration::from_secs(150);
+
+    async fn write(store: &SqlStore, key: String, if_absent: bool) -> bool {
+        let options = if if_absent {
+            store_core::PutOptions::new().if_absent()
+        } else {
+            store_core::PutOptions::new()
+        };
+        match store.put(&key, full_disk_value(&key), options).await {
+            Ok(e) => {
+                println!("ok {key} {}", e.version);
+                true
+            }
+            Err(e) if e.is_indeterminate() => {
+                println!("unknown {key} {}: {}", e.kind(), e.message());
+                false
+            }
+            Err(e) => {
+                println!("refused {key} {}: {}", e.kind(), e.message());
+                false
+            }
+        }
+    }
+    let writers = |prefix: char, stop: Option<Arc<std::sync::atomic::AtomicUsize>>| {
+        (0..16)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    for i in 0.. {
+                        if std::time::Instant::now() > stop_at
+                            || stop.as_ref().is_some_and(|n| {
+                                n.load(std::sync::atomic::Ordering::Relaxed) >= REFUSALS
+                            })
+                        {
+                            return;
+                        }
+                        let key = format!("{prefix}{t:02}-{i:06}");
+                        if !write(&store, key, i % 2 == 1).await
+                            && let Some(n) = &stop
+                        {
+                            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let stats = |db: &SqlDatabase| {
+        let s = db.write_stats();
+        println!(
+            "stats single={} single_failed={} batches={} batched={} batched_failed={}",
+            s.single, s.single_failed, s.batches, s.batched, s.batched_failed
+        );
+    };
+    for t in writers('f', Some(Arc::clone(&refusals))) {
+        t.await.expect("a writer task");
+    }
+    for i in 0..20 {
+        write(&store, format!("a-{i:06}"), false).await;
+    }
+    stats(&db);
+    println!("full");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("wait for room");
+    for t in writers('r', None) {
+        t.await.expect("a writer task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_every_connection_the_writers_included() {
+    // SQLite removes a database's WAL file when its last connection closes.
+    let path = temp_db("close");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path.clone()));
+    let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
+        .build()
+        .unwrap();
+    store.set("k", v("x"), None).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(v("x")));
+    let wal = format!("{path}-wal");
+    assert!(std::path::Path::new(&wal).exists(), "open in WAL mode");
+    db.close().await;
+    assert!(
+        !std::path::Path::new(&wal).exists(),
+        "a connection is still open after close"
+    );
+    assert_eq!(
+        store.set("k", v("y"), None).await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}
