@@ -1,6 +1,12 @@
 //! The PostgreSQL engine: a small pool of tokio-postgres connections, each with its prepared
 //! statements. Broken connections are dropped and replaced on the next checkout, so a store
 //! recovers by itself when the server comes back.
+//!
+//! `statement_timeout` is enforced by the server (set on every connection), so a statement that
+//! runs too long is cancelled and rolled back there, and its caller learns it was not applied.
+//! The client waits a little longer ([`CLIENT_GRACE`]) for that answer; when even that does not
+//! come (the server or the network is stuck) it sends a cancel request, drops the connection and
+//! answers a write as indeterminate.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +30,8 @@ use crate::version::stamp;
 const DEFAULT_POOL_SIZE: usize = 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer than `statement_timeout` the client waits for the server's own answer.
+const CLIENT_GRACE: Duration = Duration::from_secs(1);
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
@@ -50,6 +58,8 @@ impl std::fmt::Debug for PostgresEngine {
 
 struct Conn {
     client: Client,
+    /// Asks the server to cancel this connection's running statement.
+    cancel: tokio_postgres::CancelToken,
     /// Prepared statements keyed by the address of their SQL text (a store's statements live as
     /// long as the store); the text is compared on every hit, so a reused address cannot mix
     /// statements up. Saves hashing ~150 bytes per operation.
@@ -132,11 +142,31 @@ impl PostgresEngine {
             // reports is_closed and the pool replaces it.
             let _ = connection.await;
         });
-        Ok(Conn {
+        let conn = Conn {
+            cancel: client.cancel_token(),
             client,
             prepared: HashMap::new(),
             task,
-        })
+        };
+        // The server enforces the statement timeout itself: a statement the client gave up on
+        // must not go on running (and holding locks) there.
+        let set = format!(
+            "SET statement_timeout = {}",
+            self.statement_timeout.as_millis().max(1)
+        );
+        match tokio::time::timeout(self.connect_timeout, conn.client.batch_execute(&set)).await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(e)) => Err(error::postgres(&format!("postgres {}", self.shown), e)),
+            Err(_) => Err(Error::unavailable(format!(
+                "postgres {}: no answer to SET statement_timeout within {:?}",
+                self.shown, self.connect_timeout
+            ))),
+        }
+    }
+
+    /// The client's own limit: the server's, plus time for its answer to arrive.
+    fn client_timeout(&self) -> Duration {
+        self.statement_timeout + CLIENT_GRACE
     }
 
     async fn lease(&self) -> Result<Lease<'_>> {
@@ -198,34 +228,58 @@ impl PostgresEngine {
             let Some(conn) = lease.conn.as_mut() else {
                 return Err(Error::internal("postgres lease without a connection"));
             };
-            run(conn, sql, params, self.statement_timeout).await
+            run(conn, sql, params, self.client_timeout()).await
         };
         match result {
             Ok(rows) => Ok(rows),
             Err(Failure::Timeout) => {
                 lease.broken = true;
+                if let Some(conn) = &lease.conn {
+                    cancel_on_server(conn, self.connect_timeout);
+                }
                 let msg = format!(
                     "postgres {what}: no answer within {:?}",
-                    self.statement_timeout
+                    self.client_timeout()
                 );
                 Err(if write {
-                    Error::write_timeout(msg)
+                    Error::write_timeout(format!("{msg}; the write may or may not be applied"))
                 } else {
                     Error::timeout(msg)
                 })
             }
-            Err(Failure::Db(e)) => {
-                let lost = e.is_closed() || e.as_db_error().is_none();
-                lease.broken |= lost;
-                let err = error::postgres(&format!("postgres {what}"), e);
-                Err(if write && lost {
-                    err.indeterminate()
-                } else {
-                    err
-                })
-            }
+            Err(Failure::Db(e)) => Err(self.failed(&mut lease, what, e, write)),
         }
     }
+
+    /// Maps a statement's error; a write whose connection was lost mid-flight is indeterminate.
+    fn failed(
+        &self,
+        lease: &mut Lease<'_>,
+        what: &str,
+        e: tokio_postgres::Error,
+        write: bool,
+    ) -> Error {
+        let lost = e.is_closed() || e.as_db_error().is_none();
+        lease.broken |= lost;
+        let err = error::postgres(&format!("postgres {what}"), e);
+        if write && lost {
+            Error::write_timeout(format!(
+                "{}; the connection was lost, so the write may or may not be applied",
+                err.message()
+            ))
+        } else {
+            err
+        }
+    }
+}
+
+/// Asks the server to cancel whatever `conn` is running, in the background: the caller has
+/// already been answered, and the connection is dropped either way.
+fn cancel_on_server(conn: &Conn, limit: Duration) {
+    let token = conn.cancel.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(limit, token.cancel_query(NoTls)).await;
+    });
 }
 
 enum Failure {
@@ -410,19 +464,20 @@ impl Engine for PostgresEngine {
             return Err(Error::internal("postgres lease without a connection"));
         };
         let done = tokio::time::timeout(
-            self.statement_timeout,
+            self.client_timeout(),
             conn.client.execute(&s.cleanup, &[&now, &batch]),
         )
         .await;
         match done {
             Ok(Ok(n)) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-            Ok(Err(e)) => {
-                lease.broken = true;
-                Err(error::postgres("postgres cleanup", e))
-            }
+            Ok(Err(e)) => Err(self.failed(&mut lease, "cleanup", e, false)),
             Err(_) => {
                 lease.broken = true;
-                Err(Error::timeout("postgres cleanup: no answer in time"))
+                cancel_on_server(conn, self.connect_timeout);
+                Err(Error::timeout(format!(
+                    "postgres cleanup: no answer within {:?}",
+                    self.client_timeout()
+                )))
             }
         }
     }
@@ -433,14 +488,24 @@ impl Engine for PostgresEngine {
             return Err(Error::internal("postgres lease without a connection"));
         };
         for sql in &s.create {
-            if let Err(e) = conn.client.batch_execute(sql).await {
+            let done = tokio::time::timeout(self.client_timeout(), conn.client.batch_execute(sql));
+            match done.await {
+                Ok(Ok(())) => {}
                 // Two stores creating one table at once can race on the catalog; the loser
                 // sees a unique violation and the table exists either way.
-                if e.as_db_error().is_some_and(|d| d.code().code() == "23505") {
-                    continue;
+                Ok(Err(e)) if e.as_db_error().is_some_and(|d| d.code().code() == "23505") => {}
+                Ok(Err(e)) => {
+                    lease.broken = e.is_closed() || e.as_db_error().is_none();
+                    return Err(error::postgres("postgres create_table", e));
                 }
-                lease.broken = e.is_closed();
-                return Err(error::postgres("postgres create_table", e));
+                Err(_) => {
+                    lease.broken = true;
+                    cancel_on_server(conn, self.connect_timeout);
+                    return Err(Error::timeout(format!(
+                        "postgres create_table: no answer within {:?}",
+                        self.client_timeout()
+                    )));
+                }
             }
         }
         Ok(())

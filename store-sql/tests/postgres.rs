@@ -185,3 +185,78 @@ async fn postgres_password_never_appears_in_errors() {
     assert!(!everything.contains("hunter2"), "{everything}");
     assert!(everything.contains("app:***@127.0.0.1:1"), "{everything}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_statement_past_its_timeout_is_cancelled_on_the_server() {
+    let url = match pg::shared() {
+        Ok(url) => url,
+        Err(why) => {
+            return pg::skip(
+                "postgres_statement_past_its_timeout_is_cancelled_on_the_server",
+                &why,
+            );
+        }
+    };
+    let mut config = pg_config(&url);
+    config.statement_timeout = Some(store_core::HumanDuration(Duration::from_millis(500)));
+    let db = SqlDatabase::postgres(config).unwrap();
+    let table = format!("slow_{}", std::process::id());
+    let store = SqlStore::builder(
+        db.clone(),
+        SqlStoreConfig::new(table.clone())
+            .create_table(true)
+            .version_column("v"),
+    )
+    .build()
+    .unwrap();
+    store.set("k", v("before"), None).await.unwrap();
+
+    // Another session holds the row's lock, so the store's write waits past its timeout.
+    let (locker, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    locker.batch_execute("BEGIN").await.unwrap();
+    locker
+        .execute(
+            &format!("SELECT 1 FROM \"{table}\" WHERE key = 'k' FOR UPDATE"),
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let e = store.set("k", v("during"), None).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e:?}");
+    assert!(
+        !e.is_indeterminate(),
+        "the server cancelled it, so it is known not applied: {e:?}"
+    );
+    assert!(took < Duration::from_secs(5), "the timeout took {took:?}");
+
+    // Nothing of the store's is still running on the server.
+    let running: i64 = locker
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND pid <> pg_backend_pid() AND query LIKE $1",
+            &[&format!("INSERT INTO \"{table}\"%")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        running, 0,
+        "the write still runs on the server after its timeout"
+    );
+
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        store.get("k").await.unwrap(),
+        Some(v("before")),
+        "not applied"
+    );
+    store.set("k", v("after"), None).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), Some(v("after")));
+    db.close().await;
+}
