@@ -11,6 +11,7 @@
 //! never answer a request for a non-loopback client without checking its bearer token then.
 
 mod client;
+mod failures;
 mod server;
 
 use std::path::PathBuf;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::failures::FailureLog;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{Query, Request, State};
@@ -26,6 +27,16 @@ struct App {
     limits: HashMap<String, usize>,
     /// The bearer token clients must send, if any.
     token: Option<String>,
+    /// Storage failures logged so far, to log each cause once per window.
+    failures: FailureLog,
+}
+
+impl App {
+    /// A store operation's error as an answer, logged if the storage failed.
+    fn failed(&self, id: &str, e: Error) -> ApiError {
+        self.failures.record(id, &e);
+        ApiError(e)
+    }
 }
 
 /// A store error as an HTTP answer: `{error: {kind, message, retryable}}`.
@@ -116,7 +127,10 @@ async fn store_info(State(app): State<Arc<App>>, req: Request) -> ApiResult {
 async fn get_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
     let (id, key) = id_and_key(req.uri().path())?;
     let key = key.unwrap_or_default();
-    let entry = store(&app, &id)?.entry(&key).await?;
+    let entry = store(&app, &id)?
+        .entry(&key)
+        .await
+        .map_err(|e| app.failed(&id, e))?;
     let Some(entry) = entry else {
         return Err(
             Error::not_found(format!("key {}: absent", store_core::validate::quote(&key))).into(),
@@ -138,7 +152,10 @@ async fn head_key(State(app): State<Arc<App>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let found = async {
         let (id, key) = id_and_key(&path)?;
-        store(&app, &id)?.has(&key.unwrap_or_default()).await
+        let store = store(&app, &id)?;
+        store.has(&key.unwrap_or_default()).await.inspect_err(|e| {
+            app.failures.record(&id, e);
+        })
     }
     .await;
     match found {
@@ -238,7 +255,10 @@ async fn put_key(
     if body.len() > limit {
         return Err(Error::value_too_large(body.len(), limit).into());
     }
-    let e = store.put(&key, body, options).await?;
+    let e = store
+        .put(&key, body, options)
+        .await
+        .map_err(|e| app.failed(&id, e))?;
     Ok(axum::Json(json!({
         "key": e.key,
         "version": e.version,
@@ -249,7 +269,10 @@ async fn put_key(
 
 async fn delete_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
     let (id, key) = id_and_key(req.uri().path())?;
-    let deleted = store(&app, &id)?.delete(&key.unwrap_or_default()).await?;
+    let deleted = store(&app, &id)?
+        .delete(&key.unwrap_or_default())
+        .await
+        .map_err(|e| app.failed(&id, e))?;
     Ok(axum::Json(json!({ "deleted": deleted })).into_response())
 }
 
@@ -275,7 +298,10 @@ async fn list_keys(
             .map_err(|_| Error::invalid(format!("limit {limit:?}: expected a number")))?;
         options = options.limit(n);
     }
-    let page = store(&app, &id)?.list(options).await?;
+    let page = store(&app, &id)?
+        .list(options)
+        .await
+        .map_err(|e| app.failed(&id, e))?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let items: Vec<_> = page
         .items
@@ -407,6 +433,7 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         registry,
         limits,
         token,
+        failures: FailureLog::default(),
     });
     let addr = bind.unwrap_or_else(|| config.bind.to_string());
     let listener = tokio::net::TcpListener::bind(&addr)
