@@ -199,6 +199,8 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                // Colour codes only on a terminal, never in a log file.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let node = match NodeConfig::load(&config) {
                 Ok(n) => n,
