@@ -23,6 +23,7 @@
 //!
 //! This crate must never do I/O or start a runtime: it is the part every other crate shares.
 
+pub mod backend;
 mod clock;
 mod duration;
 mod error;
@@ -43,4 +44,6 @@ pub use ext::StoreExt;
 #[cfg(feature = "tokio")]
 pub use periodic::Periodic;
 pub use store::{SharedStore, Store};
-pub use types::{Backend, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo};
+pub use types::{
+    Backend, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo, Usage,
+};

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::types::{Entry, ListOptions, Page, PutOptions, StoreInfo};
+use crate::types::{Entry, ListOptions, Page, PutOptions, StoreInfo, Usage};
 
 /// A named key-value store with TTL, versions and conditional writes.
 ///
@@ -123,6 +123,16 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// - `info_is_coherent`: `IfVersion` support implies conditional puts, and unversioned
     ///   stores report version 0.
     fn info(&self) -> StoreInfo;
+
+    /// What the store holds now, for stores that keep their data in this process's memory;
+    /// `None` (the default) for the others. Cheap: no I/O, no scan.
+    ///
+    /// # Behavior
+    /// - `usage_counts_keys_and_values`: entries and bytes (key plus value lengths) follow every
+    ///   write, overwrite and delete exactly.
+    fn usage(&self) -> Option<Usage> {
+        None
+    }
 }
 
 /// A store shared behind a pointer, as registries hand them out.
@@ -160,5 +170,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn info(&self) -> StoreInfo {
         (**self).info()
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        (**self).usage()
     }
 }

@@ -239,6 +239,24 @@ impl fmt::Display for Consistency {
     }
 }
 
+/// What an in-memory store holds: see [`Store::usage`](crate::Store::usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Usage {
+    /// Entries held, counting expired ones not yet reclaimed.
+    pub entries: u64,
+    /// Bytes of their keys and values (UTF-8 key length plus value length), the figure
+    /// `max_bytes` limits. The store's own overhead per entry is not included.
+    pub bytes: u64,
+}
+
+impl Usage {
+    /// A usage of `entries` entries holding `bytes` bytes.
+    pub fn new(entries: u64, bytes: u64) -> Self {
+        Self { entries, bytes }
+    }
+}
+
 /// What a store is and what it can do. Capabilities gate behaviour and the conformance suite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreInfo {

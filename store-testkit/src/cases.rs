@@ -966,6 +966,33 @@ pub async fn info_is_coherent<S: Store>(s: S, _h: Harness) {
     assert_eq!(e.version == 0, !info.versioned);
 }
 
+pub async fn usage_counts_keys_and_values<S: Store>(s: S, _h: Harness) {
+    let Some(before) = s.usage() else {
+        return skipped(
+            "usage_counts_keys_and_values",
+            "the store keeps no data in memory (usage is None)",
+        );
+    };
+    let usage = |s: &S| s.usage().expect("usage stays reported");
+    ok(s.set("key", b("value"), None).await); // 3 + 5 bytes
+    let after = usage(&s);
+    assert_eq!(after.entries, before.entries + 1);
+    assert_eq!(after.bytes, before.bytes + 8);
+    ok(s.put("key", b("vv"), PutOptions::new()).await); // overwrite: 3 + 2
+    assert_eq!(usage(&s).bytes, before.bytes + 5);
+    assert_eq!(usage(&s).entries, before.entries + 1);
+    if can_if_absent(&s) {
+        // A refused write changes nothing.
+        err(
+            s.put("key", b("xyz"), PutOptions::new().if_absent()).await,
+            ErrorKind::AlreadyExists,
+        );
+        assert_eq!(usage(&s).bytes, before.bytes + 5);
+    }
+    assert!(ok(s.delete("key").await));
+    assert_eq!(usage(&s), before);
+}
+
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Profile {
     name: String,

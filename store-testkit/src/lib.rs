@@ -191,6 +191,7 @@ macro_rules! conformance_suite {
             list_entries_carry_version_and_expiry,
             list_options_are_validated,
             info_is_coherent,
+            usage_counts_keys_and_values,
             json_helpers_round_trip,
         );
 

@@ -1,0 +1,51 @@
+//! Helpers for backend authors, not for users of a store.
+
+use bytes::Bytes;
+
+/// `value` as a buffer of its own, exactly its length: what a store that keeps values in memory
+/// must hold.
+///
+/// A caller's `Bytes` may be a view into a much larger buffer (an HTTP server hands out slices
+/// of its read buffer), and holding the view keeps all of it alive: a 64-byte value could pin
+/// kilobytes. When `value` is the only handle to a buffer of exactly its size, nothing is copied;
+/// otherwise its bytes are copied into a new buffer of their length.
+///
+/// ```
+/// use store_core::Bytes;
+/// use store_core::backend::owned;
+///
+/// let big = Bytes::from(vec![7u8; 8192]);
+/// let view = big.slice(0..64);
+/// drop(big);
+/// let kept = owned(view); // 64 bytes of its own; the 8 KiB buffer is freed
+/// assert_eq!(kept.len(), 64);
+/// ```
+pub fn owned(value: Bytes) -> Bytes {
+    // `Vec::from` reuses the buffer when this handle is its only owner (moving the view to the
+    // front), and copies exactly `len` bytes otherwise; a reused buffer may be larger than the
+    // view, which `shrink_to_fit` gives back.
+    let mut v = Vec::from(value);
+    v.shrink_to_fit();
+    Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_keeps_the_bytes_and_drops_the_rest() {
+        let big = Bytes::from(vec![1u8; 4096]);
+        let view = big.slice(100..164);
+        let kept = owned(view.clone());
+        assert_eq!(kept, view);
+        // A copy, not a view: the big buffer's address range does not contain it.
+        let range = big.as_ptr_range();
+        assert!(!range.contains(&kept.as_ptr()));
+        // The sole owner of an exact buffer keeps it without a copy.
+        let exact = Bytes::from(vec![2u8; 64]);
+        let at = exact.as_ptr();
+        assert_eq!(owned(exact).as_ptr(), at);
+        assert!(owned(Bytes::new()).is_empty());
+    }
+}
