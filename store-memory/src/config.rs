@@ -23,6 +23,9 @@ pub struct MemoryConfig {
     /// Largest value in bytes (default 1 MiB).
     #[serde(default)]
     pub max_value_size: Option<u64>,
+    /// Most bytes of keys and values held (default, or `0`: unlimited).
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 /// [`MemoryConfig`] with defaults applied and checked.
@@ -34,6 +37,8 @@ pub struct Limits {
     pub cleanup_interval: Duration,
     /// Largest value in bytes.
     pub max_value_size: usize,
+    /// Most bytes of keys and values held; `None` is unlimited.
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for Limits {
@@ -42,13 +47,19 @@ impl Default for Limits {
             max_size: DEFAULT_MAX_SIZE,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
             max_value_size: store_core::validate::DEFAULT_MAX_VALUE_SIZE,
+            max_bytes: None,
         }
     }
 }
 
 impl MemoryConfig {
     /// Every field a `store.memory` entry may have (for "did you mean" suggestions).
-    pub const FIELDS: &'static [&'static str] = &["max_size", "cleanup_interval", "max_value_size"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "max_size",
+        "cleanup_interval",
+        "max_value_size",
+        "max_bytes",
+    ];
 
     /// Applies defaults and checks every field; errors name the field and the value.
     pub fn limits(&self) -> Result<Limits> {
@@ -74,10 +85,17 @@ impl MemoryConfig {
                 Error::invalid(format!("max_value_size {n}: too large for this platform"))
             })?,
         };
+        let max_bytes = match self.max_bytes {
+            None | Some(0) => None,
+            Some(n) => Some(usize::try_from(n).map_err(|_| {
+                Error::invalid(format!("max_bytes {n}: too large for this platform"))
+            })?),
+        };
         Ok(Limits {
             max_size,
             cleanup_interval,
             max_value_size,
+            max_bytes,
         })
     }
 }
@@ -94,6 +112,7 @@ mod tests {
             max_size: 0,
             cleanup_interval: Some(HumanDuration(Duration::ZERO)),
             max_value_size: Some(0),
+            max_bytes: Some(0),
         };
         assert_eq!(zeros.limits().unwrap(), Limits::default());
     }

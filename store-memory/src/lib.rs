@@ -24,6 +24,13 @@
 //! keys (`list` merges the shards' ranges) and an expiry index ordered by deadline (cleanup and
 //! the full-store check reclaim from its front). No operation scans the whole map.
 //!
+//! Memory: an entry costs its key and value plus about 140 bytes of structure (a hash-map
+//! bucket, a place in the ordered set, a shared key allocation; `cargo bench -p store-memory`
+//! measures it as `memory.bytes_per_key`). A stored value owns exactly its bytes, never a view
+//! that keeps a caller's larger buffer alive. `max_size` bounds the entries and `max_bytes` the
+//! bytes of keys and values; a write past either fails `Unavailable`, and
+//! [`usage`](store_core::Store::usage) reports both figures.
+//!
 //! Versions come from one store-wide counter starting at 1, taken under the key's shard lock.
 //! [`MemoryStore::start`] runs the cleanup timer; expiry itself never waits for it: a key is
 //! absent from the instant `now >= deadline`.

@@ -7,6 +7,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -16,7 +17,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use store_core::{
     Backend, Clock, Condition, Consistency, Entry, Error, ListOptions, Page, Periodic, PutOptions,
-    Result, SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
+    Result, SharedClock, Store, StoreInfo, Usage, backend::owned, from_millis, system_clock,
+    validate,
 };
 
 use crate::config::{Limits, MemoryConfig};
@@ -43,6 +45,8 @@ struct Inner {
     shards: Box<[Padded<RwLock<Shard>>]>,
     /// Entries held, live or expired-but-not-yet-reclaimed. Never exceeds `max_size`.
     stored: AtomicUsize,
+    /// Key and value bytes of those entries. Never exceeds `max_bytes`.
+    bytes: AtomicUsize,
     /// The store-wide version counter; the next write gets this value.
     next_version: AtomicU64,
     cleanup: Periodic,
@@ -61,11 +65,31 @@ struct Shard {
     expiry: BTreeSet<(u64, Arc<str>)>,
 }
 
+/// An entry, beside its key in the map. Kept small: it is most of a map bucket.
 struct Slot {
-    key: Arc<str>,
+    /// Owns exactly its bytes (see [`owned`]).
     value: Bytes,
     version: u64,
-    deadline: Option<u64>,
+    /// Epoch ms; never zero, so `None` costs no extra word.
+    deadline: Option<NonZeroU64>,
+}
+
+impl Slot {
+    fn deadline(&self) -> Option<u64> {
+        self.deadline.map(NonZeroU64::get)
+    }
+}
+
+/// Bytes an entry counts against `max_bytes`.
+fn footprint(key: &str, value: &Bytes) -> usize {
+    key.len() + value.len()
+}
+
+/// Which limit a write of a new key (or a larger value) met.
+#[derive(Debug, Clone, Copy)]
+enum Full {
+    Entries,
+    Bytes,
 }
 
 /// Reads the clock at most once, and only if something needs the time.
@@ -98,21 +122,24 @@ impl<'a> LazyNow<'a> {
 
 impl Shard {
     fn live(&self, key: &str, now: &LazyNow<'_>) -> Option<&Slot> {
-        self.map.get(key).filter(|s| now.is_live(s.deadline))
+        self.map.get(key).filter(|s| now.is_live(s.deadline()))
     }
 
-    fn remove(&mut self, key: &str) -> Option<Slot> {
-        let slot = self.map.remove(key)?;
+    /// Removes `key`; returns its slot and the bytes it counted.
+    fn remove(&mut self, key: &str) -> Option<(Slot, usize)> {
+        let (k, slot) = self.map.remove_entry(key)?;
         self.order.remove(key);
-        if let Some(d) = slot.deadline {
-            self.expiry.remove(&(d, Arc::clone(&slot.key)));
+        if let Some(d) = slot.deadline() {
+            self.expiry.remove(&(d, Arc::clone(&k)));
         }
-        Some(slot)
+        let bytes = footprint(&k, &slot.value);
+        Some((slot, bytes))
     }
 
-    /// Removes up to `budget` entries whose deadline is at or before `now`; returns how many.
-    fn purge(&mut self, now: u64, budget: usize) -> usize {
-        let mut removed = 0;
+    /// Removes up to `budget` entries whose deadline is at or before `now`; returns how many,
+    /// and the bytes they counted.
+    fn purge(&mut self, now: u64, budget: usize) -> (usize, usize) {
+        let (mut removed, mut bytes) = (0, 0);
         while removed < budget {
             let Some((deadline, key)) = self.expiry.first().cloned() else {
                 break;
@@ -121,11 +148,13 @@ impl Shard {
                 break;
             }
             self.expiry.pop_first();
-            self.map.remove(&key);
+            if let Some(slot) = self.map.remove(&key) {
+                bytes += footprint(&key, &slot.value);
+            }
             self.order.remove(&key);
             removed += 1;
         }
-        removed
+        (removed, bytes)
     }
 
     fn has_due(&self, now: u64) -> bool {
@@ -169,8 +198,9 @@ impl Inner {
                 continue;
             }
             loop {
-                let removed = self.write(i).purge(now, PURGE_BATCH);
+                let (removed, bytes) = self.write(i).purge(now, PURGE_BATCH);
                 self.stored.fetch_sub(removed, Ordering::AcqRel);
+                self.bytes.fetch_sub(bytes, Ordering::AcqRel);
                 total += removed;
                 if removed < PURGE_BATCH {
                     break;
@@ -190,6 +220,19 @@ impl Inner {
             .is_ok()
     }
 
+    /// Takes `n` bytes of `max_bytes`; false when they would pass it.
+    fn reserve_bytes(&self, n: usize) -> bool {
+        let Some(max) = self.limits.max_bytes else {
+            self.bytes.fetch_add(n, Ordering::AcqRel);
+            return true;
+        };
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(n).filter(|total| *total <= max)
+            })
+            .is_ok()
+    }
+
     /// The one write path. A full store reclaims expired entries once and tries again, so a new
     /// key is refused only when `max_size` entries are live.
     fn write_entry(
@@ -199,31 +242,40 @@ impl Inner {
         ttl_ms: Option<u64>,
         condition: Condition,
     ) -> Result<Written> {
-        let value = match self.try_write(key, value, ttl_ms, condition)? {
+        let value = match self.try_write(key, owned(value), ttl_ms, condition)? {
             Ok(written) => return Ok(written),
-            Err(value) => value,
+            Err((value, _)) => value,
         };
         self.purge_expired();
-        if let Ok(written) = self.try_write(key, value, ttl_ms, condition)? {
-            return Ok(written);
-        }
-        Err(Error::unavailable(format!(
-            "store is full: {} live keys (max_size {})",
-            self.stored.load(Ordering::Acquire),
-            self.limits.max_size
-        )))
+        let full = match self.try_write(key, value, ttl_ms, condition)? {
+            Ok(written) => return Ok(written),
+            Err((_, full)) => full,
+        };
+        Err(Error::unavailable(match (full, self.limits.max_bytes) {
+            (Full::Bytes, Some(max)) => format!(
+                "store is full: {} bytes of keys and values in use (max_bytes {max}), a write of \
+                 key {} needs more",
+                self.bytes.load(Ordering::Acquire),
+                validate::quote(key)
+            ),
+            _ => format!(
+                "store is full: {} live keys (max_size {})",
+                self.stored.load(Ordering::Acquire),
+                self.limits.max_size
+            ),
+        }))
     }
 
     /// Checks `condition` against the live entry and writes, all under the key's shard lock, so
-    /// conditions are atomic and a key's versions only grow. `Ok(Err(value))`: a new key found
-    /// no room, and the value comes back for the retry.
+    /// conditions are atomic and a key's versions only grow. `Ok(Err((value, full)))`: the
+    /// write found no room, and the value comes back for the retry.
     fn try_write(
         &self,
         key: &str,
         value: Bytes,
         ttl_ms: Option<u64>,
         condition: Condition,
-    ) -> Result<Result<Written, Bytes>> {
+    ) -> Result<Result<Written, (Bytes, Full)>> {
         let mut guard = self.write(self.shard_index(key));
         let shard = &mut *guard;
         let now = LazyNow::new(self.clock.as_ref());
@@ -249,38 +301,57 @@ impl Inner {
             }
             _ => {}
         }
-        let deadline = ttl_ms.map(|t| now.get().saturating_add(t));
-        if let Some(slot) = shard.map.get_mut(key) {
-            if slot.deadline != deadline {
-                if let Some(old) = slot.deadline {
-                    shard.expiry.remove(&(old, Arc::clone(&slot.key)));
+        // A deadline is at least 1 ms after the epoch (TTLs round up to 1 ms).
+        let deadline = ttl_ms.and_then(|t| NonZeroU64::new(now.get().saturating_add(t).max(1)));
+        if let Some((k, slot)) = shard.map.get_key_value(key) {
+            let (old_len, new_len) = (slot.value.len(), value.len());
+            if new_len > old_len && !self.reserve_bytes(new_len - old_len) {
+                return Ok(Err((value, Full::Bytes)));
+            }
+            let old_deadline = slot.deadline;
+            if old_deadline != deadline {
+                let k = Arc::clone(k);
+                if let Some(old) = old_deadline {
+                    shard.expiry.remove(&(old.get(), Arc::clone(&k)));
                 }
                 if let Some(new) = deadline {
-                    shard.expiry.insert((new, Arc::clone(&slot.key)));
+                    shard.expiry.insert((new.get(), k));
                 }
             }
             let version = self.next_version.fetch_add(1, Ordering::AcqRel);
+            let slot = shard
+                .map
+                .get_mut(key)
+                .ok_or_else(|| Error::internal("memory store: a key vanished under its lock"))?;
             slot.value = value;
             slot.version = version;
             slot.deadline = deadline;
+            if old_len > new_len {
+                self.bytes.fetch_sub(old_len - new_len, Ordering::AcqRel);
+            }
+            let deadline = deadline.map(NonZeroU64::get);
             return Ok(Ok(Written { version, deadline }));
         }
         if !self.reserve() {
-            return Ok(Err(value));
+            return Ok(Err((value, Full::Entries)));
+        }
+        if !self.reserve_bytes(footprint(key, &value)) {
+            self.stored.fetch_sub(1, Ordering::AcqRel);
+            return Ok(Err((value, Full::Bytes)));
         }
         let version = self.next_version.fetch_add(1, Ordering::AcqRel);
         let k: Arc<str> = Arc::from(key);
         shard.order.insert(Arc::clone(&k));
         if let Some(d) = deadline {
-            shard.expiry.insert((d, Arc::clone(&k)));
+            shard.expiry.insert((d.get(), Arc::clone(&k)));
         }
         let slot = Slot {
-            key: Arc::clone(&k),
             value,
             version,
             deadline,
         };
         shard.map.insert(k, slot);
+        let deadline = deadline.map(NonZeroU64::get);
         Ok(Ok(Written { version, deadline }))
     }
 }
@@ -342,6 +413,14 @@ impl MemoryStoreBuilder {
         self
     }
 
+    /// Most bytes of keys and values held (default unlimited; 0 means unlimited). A write that
+    /// would pass it fails `Unavailable`, as a new key past `max_size` does.
+    #[must_use]
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_bytes = (bytes > 0).then_some(bytes);
+        self
+    }
+
     /// The clock every expiry decision reads (default: the system clock).
     #[must_use]
     pub fn clock(mut self, clock: SharedClock) -> Self {
@@ -368,6 +447,7 @@ impl MemoryStoreBuilder {
                 shard_hasher: RandomState::new(),
                 shards,
                 stored: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
                 next_version: AtomicU64::new(1),
                 cleanup: Periodic::new(),
             }),
@@ -398,6 +478,11 @@ impl MemoryStore {
     /// Entries held, including expired ones not yet reclaimed (never more than `max_size`).
     pub fn stored_len(&self) -> usize {
         self.inner.stored.load(Ordering::Acquire)
+    }
+
+    /// Key and value bytes of those entries (never more than `max_bytes`).
+    pub fn stored_bytes(&self) -> usize {
+        self.inner.bytes.load(Ordering::Acquire)
     }
 
     /// Reclaims every expired entry now; returns how many. The cleanup timer calls this.
@@ -461,6 +546,7 @@ impl fmt::Debug for MemoryStore {
             .field("id", &self.inner.id)
             .field("limits", &self.inner.limits)
             .field("stored", &self.stored_len())
+            .field("bytes", &self.stored_bytes())
             .finish_non_exhaustive()
     }
 }
@@ -480,7 +566,7 @@ impl Store for MemoryStore {
         let inner = &*self.inner;
         let shard = inner.read(inner.shard_index(key));
         let now = LazyNow::new(inner.clock.as_ref());
-        Ok(shard.live(key, &now).map(to_entry))
+        Ok(shard.live(key, &now).map(|slot| to_entry(key, slot)))
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
@@ -515,12 +601,13 @@ impl Store for MemoryStore {
         validate::key(key)?;
         let inner = &*self.inner;
         let mut shard = inner.write(inner.shard_index(key));
-        let Some(slot) = shard.remove(key) else {
+        let Some((slot, bytes)) = shard.remove(key) else {
             return Ok(false);
         };
         inner.stored.fetch_sub(1, Ordering::AcqRel);
+        inner.bytes.fetch_sub(bytes, Ordering::AcqRel);
         let now = LazyNow::new(inner.clock.as_ref());
-        Ok(now.is_live(slot.deadline))
+        Ok(now.is_live(slot.deadline()))
     }
 
     async fn list(&self, options: ListOptions) -> Result<Page> {
@@ -549,7 +636,7 @@ impl Store for MemoryStore {
                     .filter(move |k| {
                         g.map
                             .get(&***k)
-                            .is_some_and(|s| validate::is_live(s.deadline, now_ms))
+                            .is_some_and(|s| validate::is_live(s.deadline(), now_ms))
                     })
             })
             .collect();
@@ -568,7 +655,7 @@ impl Store for MemoryStore {
                 break;
             }
             if let Some(slot) = guards[i].map.get(&*key) {
-                items.push(to_entry(slot));
+                items.push(to_entry(&key, slot));
             }
             if let Some(next) = cursors[i].next() {
                 heap.push(Reverse((Arc::clone(next), i)));
@@ -589,13 +676,18 @@ impl Store for MemoryStore {
             ttl: true,
         }
     }
+
+    fn usage(&self) -> Option<Usage> {
+        let n = |a: &AtomicUsize| u64::try_from(a.load(Ordering::Acquire)).unwrap_or(u64::MAX);
+        Some(Usage::new(n(&self.inner.stored), n(&self.inner.bytes)))
+    }
 }
 
-fn to_entry(slot: &Slot) -> Entry {
+fn to_entry(key: &str, slot: &Slot) -> Entry {
     Entry {
-        key: slot.key.to_string(),
+        key: key.to_owned(),
         value: slot.value.clone(),
         version: slot.version,
-        expires_at: slot.deadline.map(from_millis),
+        expires_at: slot.deadline().map(from_millis),
     }
 }

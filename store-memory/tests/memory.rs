@@ -218,3 +218,144 @@ async fn concurrent_inserts_never_exceed_max_size() {
     }
     assert_eq!(listed, 500);
 }
+
+fn bytes_store(max_bytes: usize, clock: &ManualClock) -> MemoryStore {
+    MemoryStore::builder()
+        .max_size(1000)
+        .max_bytes(max_bytes)
+        .clock(clock.shared())
+        .build()
+}
+
+#[tokio::test]
+async fn max_bytes_refuses_writes_past_it_like_max_size() {
+    let clock = ManualClock::at_millis(1_000);
+    let s = bytes_store(20, &clock);
+    s.set("a", v("123456789"), None).await.unwrap(); // 1 + 9
+    s.set("b", v("12345678"), None).await.unwrap(); // 1 + 8 = 19 in all
+    assert_eq!(s.stored_bytes(), 19);
+    let e = s.set("c", v("1"), None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.retryable());
+    assert!(e.message().contains("max_bytes 20"), "{e}");
+    assert_eq!(
+        s.get("c").await.unwrap(),
+        None,
+        "a refused write changes nothing"
+    );
+    assert_eq!(s.stored_bytes(), 19);
+    // An overwrite that grows past the limit is refused too; one that shrinks or fits is not.
+    let e = s.set("b", v("1234567890"), None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert_eq!(s.get("b").await.unwrap(), Some(v("12345678")));
+    s.set("b", v("123456789"), None).await.unwrap(); // exactly 20
+    assert_eq!(s.stored_bytes(), 20);
+    s.set("a", v(""), None).await.unwrap();
+    assert_eq!(s.stored_bytes(), 11);
+    assert!(s.delete("b").await.unwrap());
+    assert_eq!(s.stored_bytes(), 1);
+    s.set("c", v("123456789012345678"), None).await.unwrap(); // 1 + 18
+    assert_eq!(s.usage().map(|u| (u.entries, u.bytes)), Some((2, 20)));
+}
+
+#[tokio::test]
+async fn expired_entries_give_their_bytes_back() {
+    let clock = ManualClock::at_millis(1_000);
+    let s = bytes_store(20, &clock);
+    s.set("a", v("123456789"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    s.set("b", v("123456789"), None).await.unwrap();
+    assert_eq!(
+        s.set("c", v("12345678"), None).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    clock.advance(Duration::from_secs(1));
+    // The expired entry still counts until it is reclaimed; a write that needs its room
+    // reclaims it first.
+    assert_eq!(s.stored_bytes(), 20);
+    s.set("c", v("12345678"), None).await.unwrap();
+    assert_eq!(s.stored_bytes(), 19);
+    // The cleanup sweep gives bytes back too.
+    s.set("d", v(""), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(s.stored_bytes(), 20);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(s.purge_expired(), 1);
+    assert_eq!(s.stored_bytes(), 19);
+}
+
+#[tokio::test]
+async fn bytes_in_use_never_drift() {
+    // Random writes, overwrites, deletes, conditional writes, expiries and sweeps; afterwards the
+    // count must equal the sum over what is stored.
+    let clock = ManualClock::at_millis(1_000);
+    let s = bytes_store(4000, &clock);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..20_000 {
+        let key = format!("k{}", next(200));
+        let value = Bytes::from(vec![b'x'; usize::try_from(next(40)).unwrap()]);
+        let ttl = (next(4) == 0).then(|| Duration::from_millis(1 + next(50)));
+        match next(10) {
+            0..=4 => drop(s.set(&key, value, ttl).await),
+            5 => drop(s.put(&key, value, PutOptions::new().if_absent()).await),
+            6 => drop(s.delete(&key).await),
+            7 => clock.advance(Duration::from_millis(next(20))),
+            8 => drop(s.purge_expired()),
+            _ => drop(s.put(&key, value, PutOptions::new().with_ttl(ttl)).await),
+        }
+        assert!(s.stored_bytes() <= 4000);
+    }
+    clock.advance(Duration::from_secs(3600));
+    s.purge_expired();
+    let mut sum = 0;
+    let mut after = None;
+    loop {
+        let page = s
+            .list(store_core::ListOptions::new().with_after(after).limit(1000))
+            .await
+            .unwrap();
+        sum += page
+            .items
+            .iter()
+            .map(|e| e.key.len() + e.value.len())
+            .sum::<usize>();
+        if !page.has_more {
+            break;
+        }
+        after = page.cursor;
+    }
+    assert_eq!(s.stored_bytes(), sum);
+}
+
+#[tokio::test]
+async fn a_stored_value_never_keeps_the_callers_buffer_alive() {
+    // An HTTP server hands the body over as a slice of its read buffer.
+    let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+    let s = MemoryStore::new();
+    s.set("k", buffer.slice(0..64), None).await.unwrap();
+    s.put("p", buffer.slice(64..128), PutOptions::new())
+        .await
+        .unwrap();
+    assert!(
+        buffer.is_unique(),
+        "the store holds a view of the caller's 64 KiB buffer"
+    );
+    let got = s.get("k").await.unwrap().unwrap();
+    assert_eq!(got, buffer.slice(0..64));
+}
+
+#[test]
+fn max_bytes_comes_from_the_registry_field() {
+    let config: MemoryConfig = serde_json::from_str(r#"{"max_bytes": 100}"#).unwrap();
+    assert_eq!(config.limits().unwrap().max_bytes, Some(100));
+    let config: MemoryConfig = serde_json::from_str(r#"{"max_bytes": 0}"#).unwrap();
+    assert_eq!(config.limits().unwrap().max_bytes, None, "0 is unlimited");
+}
