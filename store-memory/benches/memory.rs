@@ -1,5 +1,6 @@
 //! `cargo bench -p store-memory`: store-memory against moka (a bounded cache with TTL support)
-//! and dashmap (a bare concurrent map) on the same workloads, 100 000 keys, 1 and 2 threads.
+//! and dashmap (a bare concurrent map) on the same workloads, 100 000 keys, 1 and 2 threads;
+//! then the memory each holds per entry (`memory.bytes_per_key`), counted by the allocator.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -7,11 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cap::Cap;
 use dashmap::DashMap;
 use moka::sync::Cache;
 use store_core::Store;
 use store_memory::MemoryStore;
-use store_testkit::bench::{self, Rng, Row};
+use store_testkit::bench::{self, Rng, Row, SizeRow};
+
+/// Counts the bytes this process has allocated and not freed.
+#[global_allocator]
+static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
 
 const KEYS: usize = 100_000;
 const BATCH: u64 = 512;
@@ -148,6 +154,56 @@ fn dashmap(work: Work, threads: usize, keys: &Arc<Vec<Arc<str>>>, value: &Bytes)
     )
 }
 
+/// Bytes allocated per entry by `fill` (which stores `KEYS` entries) and still held by what it
+/// returns: every allocation of the structure, its keys and its values.
+fn bytes_per_key<T>(fill: impl FnOnce() -> T) -> f64 {
+    let before = ALLOCATOR.allocated();
+    let held = fill();
+    let after = ALLOCATOR.allocated();
+    drop(held);
+    after.saturating_sub(before) as f64 / KEYS as f64
+}
+
+/// `memory.bytes_per_key` for values of `len` bytes: each entry holds a 10-byte key and a value
+/// of its own, in our store, moka and dashmap.
+fn size_row(len: usize) -> SizeRow {
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("key{i:07}")).collect();
+    let value = |i: usize| Bytes::from(vec![i as u8; len]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let ours = bytes_per_key(|| {
+        let store = MemoryStore::builder().max_size(2 * KEYS).build();
+        rt.block_on(async {
+            for (i, k) in keys.iter().enumerate() {
+                store.set(k, value(i), None).await.unwrap();
+            }
+        });
+        store
+    });
+    let moka = bytes_per_key(|| {
+        let cache: Cache<Arc<str>, Bytes> = Cache::builder().max_capacity(2 * KEYS as u64).build();
+        for (i, k) in keys.iter().enumerate() {
+            cache.insert(Arc::from(k.as_str()), value(i));
+        }
+        cache.run_pending_tasks();
+        cache
+    });
+    let dashmap = bytes_per_key(|| {
+        let map: DashMap<Arc<str>, Bytes> = DashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            map.insert(Arc::from(k.as_str()), value(i));
+        }
+        map
+    });
+    SizeRow {
+        bench: "memory.bytes_per_key".to_owned(),
+        value_bytes: len,
+        bytes_per_key: ours,
+        peers: vec![("moka".into(), moka), ("dashmap".into(), dashmap)],
+    }
+}
+
 fn main() {
     let keys: Arc<Vec<Arc<str>>> = Arc::new(
         (0..KEYS)
@@ -177,5 +233,15 @@ fn main() {
             });
         }
     }
-    bench::report("store-memory", &rows);
+    if !rows.is_empty() {
+        bench::report("store-memory", &rows);
+    }
+    if filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "memory.bytes_per_key".contains(f.as_str()))
+    {
+        let sizes: Vec<SizeRow> = [64, 1024].into_iter().map(size_row).collect();
+        bench::report_sizes("store-memory", &sizes);
+    }
 }

@@ -186,6 +186,71 @@ pub fn report(crate_name: &str, rows: &[Row]) {
         }
         println!("{line}");
     }
+    append_jsonl(crate_name, &json, rows.len());
+}
+
+/// One row of a memory table: bytes per stored entry, ours and each peer's (lower is better).
+#[derive(Debug, Clone)]
+pub struct SizeRow {
+    /// Row name, e.g. `memory.bytes_per_key`.
+    pub bench: String,
+    /// Length of each stored value.
+    pub value_bytes: usize,
+    /// Our bytes per entry.
+    pub bytes_per_key: f64,
+    /// `(peer name, peer's bytes per entry)`, in column order.
+    pub peers: Vec<(String, f64)>,
+}
+
+/// Prints a table of [`SizeRow`]s (`ratio` = peer / ours, so higher is still better) and
+/// appends them to `target/bench/<crate_name>.jsonl` with `"lower_is_better": true`.
+pub fn report_sizes(crate_name: &str, rows: &[SizeRow]) {
+    let peer_names: Vec<&str> = rows
+        .first()
+        .map(|r| r.peers.iter().map(|(n, _)| n.as_str()).collect())
+        .unwrap_or_default();
+    let mut header = format!(
+        "| {:<22} | {:>11} | {:>10} |",
+        "bench", "value bytes", "B/key"
+    );
+    let mut rule = format!("|{:-<24}|{:->13}|{:->12}|", "", "", "");
+    let widths: Vec<usize> = peer_names.iter().map(|p| (p.len() + 6).max(10)).collect();
+    for (p, w) in peer_names.iter().zip(&widths) {
+        header.push_str(&format!(" {:>w$} | {:>8} |", format!("{p} B/key"), "ratio"));
+        rule.push_str(&format!("{:->w$}|{:->10}|", "", "", w = w + 2));
+    }
+    println!(
+        "\n{crate_name} memory per entry (bytes allocated per stored entry; ratio = peer / ours, \
+         higher is better)\n"
+    );
+    println!("{header}\n{rule}");
+    let mode = if quick() { "quick" } else { "full" };
+    let mut json = String::new();
+    for r in rows {
+        let mut line = format!(
+            "| {:<22} | {:>11} | {:>10.1} |",
+            r.bench, r.value_bytes, r.bytes_per_key
+        );
+        for ((peer, peer_bytes), w) in r
+            .peers
+            .iter()
+            .zip(widths.iter().chain(std::iter::repeat(&10)))
+        {
+            let ratio = peer_bytes / r.bytes_per_key;
+            line.push_str(&format!(" {peer_bytes:>w$.1} | {ratio:>7.2}x |"));
+            json.push_str(&format!(
+                "{{\"bench\": \"{}\", \"threads\": 1, \"value_bytes\": {}, \"bytes_per_key\": \
+                 {:.1}, \"peer\": \"{}\", \"peer_bytes_per_key\": {:.1}, \"ratio\": {:.3}, \
+                 \"lower_is_better\": true, \"mode\": \"{mode}\"}}\n",
+                r.bench, r.value_bytes, r.bytes_per_key, peer, peer_bytes, ratio
+            ));
+        }
+        println!("{line}");
+    }
+    append_jsonl(crate_name, &json, rows.len());
+}
+
+fn append_jsonl(crate_name: &str, json: &str, rows: usize) {
     let dir = target_dir().join("bench");
     let path = dir.join(format!("{crate_name}.jsonl"));
     let written = std::fs::create_dir_all(&dir).and_then(|()| {
@@ -196,7 +261,7 @@ pub fn report(crate_name: &str, rows: &[Row]) {
             .write_all(json.as_bytes())
     });
     match written {
-        Ok(()) => println!("\nappended {} rows to {}", rows.len(), path.display()),
+        Ok(()) => println!("\nappended {rows} rows to {}", path.display()),
         Err(e) => eprintln!("\ncannot write {}: {e}", path.display()),
     }
 }
