@@ -106,6 +106,15 @@ fn store(app: &App, id: &str) -> Result<SharedStore, Error> {
     app.registry.store(id)
 }
 
+/// A store's info, plus `usage` (entries, bytes) for stores that keep their data in memory.
+fn described(store: &SharedStore) -> serde_json::Value {
+    let mut v = json!(store.info());
+    if let (Some(usage), Some(fields)) = (store.usage(), v.as_object_mut()) {
+        fields.insert("usage".to_owned(), json!(usage));
+    }
+    v
+}
+
 async fn health(State(app): State<Arc<App>>) -> Response {
     axum::Json(json!({ "status": "ok", "stores": app.registry.store_ids().count() }))
         .into_response()
@@ -114,14 +123,14 @@ async fn health(State(app): State<Arc<App>>) -> Response {
 async fn stores(State(app): State<Arc<App>>) -> ApiResult {
     let mut out = Vec::new();
     for id in app.registry.store_ids() {
-        out.push(store(&app, id)?.info());
+        out.push(described(&store(&app, id)?));
     }
     Ok(axum::Json(json!({ "stores": out })).into_response())
 }
 
 async fn store_info(State(app): State<Arc<App>>, req: Request) -> ApiResult {
     let (id, _) = id_and_key(req.uri().path())?;
-    Ok(axum::Json(store(&app, &id)?.info()).into_response())
+    Ok(axum::Json(described(&store(&app, &id)?)).into_response())
 }
 
 async fn get_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {

@@ -635,3 +635,91 @@ fn validate_reports_errors_or_a_summary() {
         "{text}"
     );
 }
+
+/// The resident memory of a process, in bytes (Linux `/proc`).
+fn rss_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a VmRSS line");
+    kb * 1024
+}
+
+/// PUTs `count` 64-byte values under 10-byte keys starting at `from`, over two keep-alive
+/// connections (plain HTTP/1.1 on a socket: one request, then its answer).
+fn put_many(node: &Node, from: usize, count: usize) {
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let addr = node.addr.clone();
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(&addr).unwrap();
+                conn.set_nodelay(true).unwrap();
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                for i in (from + t..from + count).step_by(2) {
+                    let mut request = format!(
+                        "PUT /v1/stores/app:cache/keys/k{i:09} HTTP/1.1\r\nhost: {addr}\r\n\
+                         content-length: 64\r\n\r\n"
+                    )
+                    .into_bytes();
+                    request.extend_from_slice(&[(i % 251) as u8; 64]);
+                    conn.write_all(&request).unwrap();
+                    let mut status = String::new();
+                    reader.read_line(&mut status).unwrap();
+                    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        reader.read_line(&mut line).unwrap();
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn small_values_over_http_cost_about_their_size() {
+    // A stored value must own its bytes, not keep the HTTP server's read buffer alive: that
+    // once cost ~4.7 KB per 64-byte value.
+    let dir = temp_dir("memory-per-key");
+    std::fs::write(
+        dir.join("registry/app.yaml"),
+        "namespace: app\nentries:\n  - name: cache\n    kind: store.memory\n    max_size: 200000\n",
+    )
+    .unwrap();
+    let node = Node::start_in(&dir, "", &[]);
+    put_many(&node, 0, 5_000); // warm up: connections, buffers, allocator arenas
+    let before = rss_of(node.child.id());
+    const KEYS: usize = 50_000;
+    put_many(&node, 5_000, KEYS);
+    let after = rss_of(node.child.id());
+    let per_key = after.saturating_sub(before) / KEYS as u64;
+    let usage = node.call("GET", "/v1/stores/app:cache", None).json();
+    assert_eq!(usage["usage"]["entries"].as_u64(), Some(55_000), "{usage}");
+    assert_eq!(
+        usage["usage"]["bytes"].as_u64(),
+        Some(55_000 * (10 + 64)),
+        "{usage}"
+    );
+    // The library holds ~215 B per such entry (cargo bench -p store-memory, bytes_per_key);
+    // the bound leaves room for the allocator's own overhead and hash-table growth.
+    println!("store-node: {per_key} bytes of RSS per 64-byte value");
+    assert!(
+        per_key < 800,
+        "{per_key} bytes of resident memory per 64-byte value (RSS {before} -> {after})"
+    );
+}
