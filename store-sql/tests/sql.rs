@@ -492,7 +492,10 @@ async fn sqlite_full_disk_refuses_writes_truthfully_and_recovers() {
                 std::env::var_os("STORE_TEST_REQUIRE_FULL_DISK").is_none(),
                 "STORE_TEST_REQUIRE_FULL_DISK is set but no private mount namespace: {why}"
             );
-            println!("SKIPPED {FULL_DISK_TEST}: no private mount namespace for a tmpfs: {why}");
+            store_testkit::loud_skip(
+                FULL_DISK_TEST,
+                &format!("no private mount namespace for a tmpfs: {why}"),
+            );
             return;
         }
     }
@@ -515,12 +518,15 @@ async fn sqlite_full_disk_refuses_writes_truthfully_and_recovers() {
     if !out.status.success() {
         panic!("the full-disk run failed ({}):\n{stdout}", out.status);
     }
-    // The counts, without the inner test harness's own summary lines.
+    // The counts, without the inner test harness's own summary lines, straight to stderr so
+    // that they show in CI logs (the harness hides a passing test's output).
+    use std::io::Write as _;
+    let mut err = std::io::stderr().lock();
     for line in stdout
         .lines()
         .filter_map(|l| l.find("full disk:").map(|i| &l[i..]))
     {
-        println!("{line}");
+        let _ = writeln!(err, "{line}");
     }
 }
 
