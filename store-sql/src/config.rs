@@ -194,7 +194,9 @@ pub struct PostgresConfig {
     /// Longest wait to connect or for a free connection (default `5s`).
     #[serde(default)]
     pub connect_timeout: Option<HumanDuration>,
-    /// Longest a statement may run before `Timeout` (default `30s`).
+    /// Longest a statement may run before `Timeout` (default `30s`; `0` means the default; at
+    /// most PostgreSQL's limit of 2³¹ − 1 ms). The server enforces it and cancels the statement;
+    /// table creation gets at least 10 minutes.
     #[serde(default)]
     pub statement_timeout: Option<HumanDuration>,
 }

@@ -46,6 +46,11 @@ fn map_sqlite(context: &str, e: rusqlite::Error, write: bool) -> Error {
             }
             _ => Error::internal(message),
         },
+        // Not SQLite's error but the driver's, reading what a statement returned: the
+        // statement ran to its end, so a write committed.
+        _ if write => {
+            Error::internal(format!("{message} (the write may be applied)")).indeterminate()
+        }
         _ => Error::internal(message),
     };
     mapped.with_source(e)

@@ -32,6 +32,11 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much longer than `statement_timeout` the client waits for the server's own answer.
 const CLIENT_GRACE: Duration = Duration::from_secs(1);
+/// PostgreSQL's largest `statement_timeout`: 2³¹ − 1 ms.
+const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+/// The least time table creation may take: building the expiry index of a large existing table
+/// can take minutes, far longer than any one read or write should.
+const MIN_CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 type Params<'a> = [&'a (dyn ToSql + Sync)];
 
@@ -112,13 +117,23 @@ impl PostgresEngine {
             None | Some(0) => DEFAULT_POOL_SIZE,
             Some(n) => usize::try_from(n).unwrap_or(DEFAULT_POOL_SIZE),
         };
+        let statement_timeout = match config.statement_timeout.map(Duration::from) {
+            None => DEFAULT_STATEMENT_TIMEOUT,
+            Some(d) if d.is_zero() => DEFAULT_STATEMENT_TIMEOUT,
+            Some(d) if d > MAX_STATEMENT_TIMEOUT => {
+                return Err(Error::invalid(format!(
+                    "statement_timeout {}: at most {} (PostgreSQL's limit)",
+                    store_core::format_duration(d),
+                    store_core::format_duration(MAX_STATEMENT_TIMEOUT)
+                )));
+            }
+            Some(d) => d,
+        };
         Ok(Self {
             config: pg,
             shown,
             connect_timeout,
-            statement_timeout: config
-                .statement_timeout
-                .map_or(DEFAULT_STATEMENT_TIMEOUT, Duration::from),
+            statement_timeout,
             permits: Semaphore::new(size),
             idle: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -487,15 +502,28 @@ impl Engine for PostgresEngine {
         let Some(conn) = lease.conn.as_mut() else {
             return Err(Error::internal("postgres lease without a connection"));
         };
+        // Creation gets its own, longer limit, set for its transaction alone.
+        let limit = self.statement_timeout.max(MIN_CREATE_TIMEOUT);
         for sql in &s.create {
-            let done = tokio::time::timeout(self.client_timeout(), conn.client.batch_execute(sql));
+            let statement = format!(
+                "BEGIN; SET LOCAL statement_timeout = {}; {sql}; COMMIT",
+                limit.as_millis()
+            );
+            let done =
+                tokio::time::timeout(limit + CLIENT_GRACE, conn.client.batch_execute(&statement));
             match done.await {
                 Ok(Ok(())) => {}
-                // Two stores creating one table at once can race on the catalog; the loser
-                // sees a unique violation and the table exists either way.
-                Ok(Err(e)) if e.as_db_error().is_some_and(|d| d.code().code() == "23505") => {}
                 Ok(Err(e)) => {
-                    lease.broken = e.is_closed() || e.as_db_error().is_none();
+                    // The failed statement left its transaction aborted.
+                    if conn.client.batch_execute("ROLLBACK").await.is_err() {
+                        lease.broken = true;
+                    }
+                    // Two stores creating one table at once can race on the catalog; the loser
+                    // sees a unique violation and the table exists either way.
+                    if e.as_db_error().is_some_and(|d| d.code().code() == "23505") {
+                        continue;
+                    }
+                    lease.broken |= e.is_closed() || e.as_db_error().is_none();
                     return Err(error::postgres("postgres create_table", e));
                 }
                 Err(_) => {
@@ -503,7 +531,7 @@ impl Engine for PostgresEngine {
                     cancel_on_server(conn, self.connect_timeout);
                     return Err(Error::timeout(format!(
                         "postgres create_table: no answer within {:?}",
-                        self.client_timeout()
+                        limit + CLIENT_GRACE
                     )));
                 }
             }

@@ -278,14 +278,14 @@ impl SqliteEngine {
         };
         if let Some(conn) = conn {
             let leader = Leader::new(Arc::clone(&running), kind, Some(conn));
+            // `:memory:` reads run in the write lane: what matters is the lane's kind.
+            let lane_kind = running.lane(kind).kind;
             return blocking(move || {
                 let result = leader.conn().and_then(|c| {
-                    if kind == Kind::Write {
-                        outside_transaction(c)?;
-                    }
+                    outside_transaction(c)?;
                     f(c)
                 });
-                if kind == Kind::Write {
+                if lane_kind == Kind::Write {
                     let counters = &leader.running.writes.counters;
                     add(&counters.single, 1);
                     add(&counters.single_failed, usize::from(result.is_err()));
@@ -515,8 +515,8 @@ fn fail_all(jobs: impl IntoIterator<Item = Job>, err: &Error) {
     }
 }
 
-/// Makes sure a write connection is not inside a transaction left open by an earlier failure:
-/// a statement run inside one would never commit.
+/// Makes sure a connection is not inside a transaction left open by an earlier failure: a write
+/// run inside one would never commit, a read would see an old snapshot.
 fn outside_transaction(conn: &Connection) -> Result<()> {
     if conn.is_autocommit() {
         return Ok(());
@@ -526,8 +526,8 @@ fn outside_transaction(conn: &Connection) -> Result<()> {
         Ok(())
     } else {
         Err(Error::unavailable(
-            "sqlite: the write connection is stuck in a transaction that cannot be rolled back \
-             (write not applied)",
+            "sqlite: the connection is stuck in a transaction that cannot be rolled back \
+             (nothing was run; a write is not applied)",
         ))
     }
 }
@@ -535,9 +535,7 @@ fn outside_transaction(conn: &Connection) -> Result<()> {
 fn run_batch(conn: &Connection, lane: &Lane, jobs: Vec<Job>) {
     let kind = lane.kind;
     let counters = &lane.counters;
-    if kind == Kind::Write
-        && let Err(e) = outside_transaction(conn)
-    {
+    if let Err(e) = outside_transaction(conn) {
         return fail_all(jobs, &e);
     }
     let mut jobs = jobs.into_iter();

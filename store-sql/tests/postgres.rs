@@ -260,3 +260,15 @@ async fn postgres_statement_past_its_timeout_is_cancelled_on_the_server() {
     assert_eq!(store.get("k").await.unwrap(), Some(v("after")));
     db.close().await;
 }
+
+#[test]
+fn a_statement_timeout_past_postgres_limit_is_invalid_and_named() {
+    // PostgreSQL refuses a statement_timeout over 2^31 - 1 ms; a store configured with one must
+    // fail at construction, not on every connection.
+    let mut config = PostgresConfig::new("postgres://app@127.0.0.1:1/db");
+    config.statement_timeout = Some(store_core::HumanDuration(Duration::from_secs(1000 * 3600)));
+    let e = SqlDatabase::postgres(config).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
+    assert!(e.message().starts_with("statement_timeout "), "{e}");
+    assert!(e.message().contains("PostgreSQL's limit"), "{e}");
+}
