@@ -2,8 +2,11 @@
 //!
 //! A full disk or an unreachable database fails every request until it is fixed; a line per
 //! request would bury the log (and fill the disk further). [`FailureLog`] logs the first failure
-//! of each (store, kind, message) at once, then at most one line per [`WINDOW`] saying how many
-//! repeats it held back.
+//! of each cause at once, then at most one line per [`WINDOW`] saying how many repeats it held
+//! back. A cause is the store, the kind and the message with its per-request details (numbers,
+//! quoted keys) blanked, so "store is full: 1022 bytes …, a write of key \"a\" …" and the same
+//! refusal for another key are one cause. Repeats held back after the last line are reported
+//! only if the cause comes back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,7 +69,7 @@ impl FailureLog {
             .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = (id.to_owned(), e.kind(), e.message().to_owned());
+        let key = (id.to_owned(), e.kind(), cause(e.message()));
         if let Some(s) = seen.get_mut(&key) {
             if now.duration_since(s.logged_at) < WINDOW {
                 s.held_back += 1;
@@ -81,13 +84,14 @@ impl FailureLog {
             };
             return Some(line);
         }
-        if seen.len() >= REMEMBERED
-            && let Some(oldest) = seen
-                .iter()
-                .min_by_key(|(_, s)| s.logged_at)
-                .map(|(k, _)| k.clone())
-        {
-            seen.remove(&oldest);
+        if seen.len() >= REMEMBERED {
+            // Forget causes whose window has passed; if more than half are recent, forget them
+            // all (each then logs once more). Either way at least REMEMBERED / 2 new causes come
+            // between two of these scans.
+            seen.retain(|_, s| now.duration_since(s.logged_at) < WINDOW);
+            if seen.len() > REMEMBERED / 2 {
+                seen.clear();
+            }
         }
         seen.insert(
             key,
@@ -98,6 +102,29 @@ impl FailureLog {
         );
         Some(Line { held_back: 0 })
     }
+}
+
+/// A message with its per-request details blanked: digits become `#`, quoted text `"…"`.
+fn cause(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (quoted, c) {
+            (false, '"') => {
+                quoted = true;
+                out.push_str("\"…\"");
+            }
+            (true, '"') => quoted = false,
+            (true, _) => {}
+            (false, '0'..='9') => {
+                if !out.ends_with('#') {
+                    out.push('#');
+                }
+            }
+            (false, c) => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -147,12 +174,36 @@ mod tests {
     }
 
     #[test]
+    fn details_of_one_cause_do_not_make_new_causes() {
+        let log = FailureLog::default();
+        let t0 = Instant::now();
+        let full = |bytes: usize, key: &str| {
+            Error::unavailable(format!(
+                "store is full: {bytes} bytes of keys and values in use (max_bytes 1024), a \
+                 write of key \"{key}\" needs more"
+            ))
+        };
+        assert!(log.admit("app:m", &full(1000, "a"), t0).is_some());
+        for i in 0..500 {
+            assert_eq!(
+                log.admit("app:m", &full(1000 + i, &format!("k{i}")), t0),
+                None
+            );
+        }
+        assert_eq!(cause("key \"a\" at 12 and 345"), "key \"…\" at # and #");
+    }
+
+    #[test]
     fn memory_of_causes_is_bounded() {
         let log = FailureLog::default();
         let t0 = Instant::now();
         for i in 0..3000u64 {
-            let e = Error::unavailable(format!("cause {i}"));
-            assert!(log.admit("s", &e, t0 + Duration::from_millis(i)).is_some());
+            let e = Error::unavailable("database unreachable");
+            let store = format!("store-{i}");
+            assert!(
+                log.admit(&store, &e, t0 + Duration::from_millis(i))
+                    .is_some()
+            );
         }
         assert!(
             log.seen
