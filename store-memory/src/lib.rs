@@ -24,9 +24,9 @@
 //! keys (`list` merges the shards' ranges) and an expiry index ordered by deadline (cleanup and
 //! the full-store check reclaim from its front). No operation scans the whole map.
 //!
-//! Memory: an entry costs its key and value plus about 140 bytes of structure (a hash-map
+//! Memory: an entry costs its key and value plus about 115 bytes of structure (a hash-map
 //! bucket, a place in the ordered set, a shared key allocation; `cargo bench -p store-memory`
-//! measures it as `memory.bytes_per_key`). A stored value owns exactly its bytes, never a view
+//! measures it as `memory.bytes_per_key`). Values up to 1 KiB are copied out on every read. A stored value owns exactly its bytes, never a view
 //! that keeps a caller's larger buffer alive. `max_size` bounds the entries and `max_bytes` the
 //! bytes of keys and values; a write past either fails `Unavailable`, and
 //! [`usage`](store_core::Store::usage) reports both figures.

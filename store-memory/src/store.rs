@@ -65,10 +65,9 @@ struct Shard {
     expiry: BTreeSet<(u64, Arc<str>)>,
 }
 
-/// An entry, beside its key in the map. Kept small: it is most of a map bucket.
+/// An entry, beside its key in the map. Kept small (32 bytes): it is most of a map bucket.
 struct Slot {
-    /// Owns exactly its bytes (see [`owned`]).
-    value: Bytes,
+    value: Value,
     version: u64,
     /// Epoch ms; never zero, so `None` costs no extra word.
     deadline: Option<NonZeroU64>,
@@ -80,8 +79,53 @@ impl Slot {
     }
 }
 
+/// Values up to this length are held in a buffer of their own and copied out on every read.
+const SMALL_VALUE: usize = 1024;
+
+/// A stored value, owning exactly its bytes whatever buffer the caller's `Bytes` viewed.
+///
+/// A small value is a plain boxed slice (16 bytes in the slot, against 32 for a `Bytes`) and a
+/// read copies it: copying up to 1 KiB costs about what sharing a handle does (an atomic count
+/// that readers on several cores fight over), and the 16 bytes saved are on every entry. A larger
+/// value stays a shared `Bytes`, boxed so that the slot stays small; reads share it.
+enum Value {
+    Small(Box<[u8]>),
+    Large(Box<Bytes>),
+}
+
+// The slot layout above relies on this: the two variants share one niche.
+const _: () = assert!(std::mem::size_of::<Value>() == 16);
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+impl Value {
+    fn new(value: Bytes) -> Self {
+        if value.len() <= SMALL_VALUE {
+            // No copy when the caller's buffer is exactly this value and unshared.
+            let mut v = Vec::from(value);
+            v.shrink_to_fit();
+            Self::Small(v.into_boxed_slice())
+        } else {
+            Self::Large(Box::new(owned(value)))
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::Small(b) => b.len(),
+            Self::Large(b) => b.len(),
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Self::Small(b) => Bytes::copy_from_slice(b),
+            Self::Large(b) => Bytes::clone(b),
+        }
+    }
+}
+
 /// Bytes an entry counts against `max_bytes`.
-fn footprint(key: &str, value: &Bytes) -> usize {
+fn footprint(key: &str, value: &Value) -> usize {
     key.len() + value.len()
 }
 
@@ -242,7 +286,7 @@ impl Inner {
         ttl_ms: Option<u64>,
         condition: Condition,
     ) -> Result<Written> {
-        let value = match self.try_write(key, owned(value), ttl_ms, condition)? {
+        let value = match self.try_write(key, Value::new(value), ttl_ms, condition)? {
             Ok(written) => return Ok(written),
             Err((value, _)) => value,
         };
@@ -272,10 +316,10 @@ impl Inner {
     fn try_write(
         &self,
         key: &str,
-        value: Bytes,
+        value: Value,
         ttl_ms: Option<u64>,
         condition: Condition,
-    ) -> Result<Result<Written, (Bytes, Full)>> {
+    ) -> Result<Result<Written, (Value, Full)>> {
         let mut guard = self.write(self.shard_index(key));
         let shard = &mut *guard;
         let now = LazyNow::new(self.clock.as_ref());
@@ -558,7 +602,7 @@ impl Store for MemoryStore {
         let inner = &*self.inner;
         let shard = inner.read(inner.shard_index(key));
         let now = LazyNow::new(inner.clock.as_ref());
-        Ok(shard.live(key, &now).map(|s| s.value.clone()))
+        Ok(shard.live(key, &now).map(|s| s.value.to_bytes()))
     }
 
     async fn entry(&self, key: &str) -> Result<Option<Entry>> {
@@ -686,7 +730,7 @@ impl Store for MemoryStore {
 fn to_entry(key: &str, slot: &Slot) -> Entry {
     Entry {
         key: key.to_owned(),
-        value: slot.value.clone(),
+        value: slot.value.to_bytes(),
         version: slot.version,
         expires_at: slot.deadline().map(from_millis),
     }

@@ -715,7 +715,7 @@ fn small_values_over_http_cost_about_their_size() {
         Some(55_000 * (10 + 64)),
         "{usage}"
     );
-    // The library holds ~215 B per such entry (cargo bench -p store-memory, bytes_per_key);
+    // The library holds ~190 B per such entry (cargo bench -p store-memory, bytes_per_key);
     // the bound leaves room for the allocator's own overhead and hash-table growth.
     println!("store-node: {per_key} bytes of RSS per 64-byte value");
     assert!(
