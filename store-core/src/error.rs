@@ -87,7 +87,10 @@ pub struct TooLarge {
 ///
 /// No backend's own error type appears in the public API; each backend maps its driver's errors
 /// into an [`ErrorKind`] and keeps the original as the [`source`](std::error::Error::source).
-#[derive(thiserror::Error)]
+///
+/// Cloning keeps everything, the source included (it is shared), so one failure can answer
+/// several callers (a group commit's) without losing its flags.
+#[derive(Clone, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct Error {
     kind: ErrorKind,
@@ -96,7 +99,7 @@ pub struct Error {
     indeterminate: bool,
     too_large: Option<TooLarge>,
     #[source]
-    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
 
 impl fmt::Debug for Error {
@@ -196,7 +199,7 @@ impl Error {
     /// Attaches the underlying cause.
     #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(std::sync::Arc::new(source));
         self
     }
 
@@ -278,6 +281,23 @@ mod tests {
         assert_eq!(e.to_string(), "Unavailable: database unreachable");
         let source = std::error::Error::source(&e).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("disk on fire"));
+    }
+
+    #[test]
+    fn a_clone_keeps_kind_flags_and_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::write_timeout("lost")
+            .with_retryable(false)
+            .with_source(io);
+        let c = e.clone();
+        assert_eq!(
+            (c.kind(), c.message(), c.retryable(), c.is_indeterminate()),
+            (e.kind(), e.message(), e.retryable(), e.is_indeterminate())
+        );
+        let source = std::error::Error::source(&c).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("disk on fire"));
+        let big = Error::value_too_large(11, 10);
+        assert_eq!(big.clone().too_large(), big.too_large());
     }
 
     #[test]

@@ -42,14 +42,20 @@ impl Answer {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The answer's error as `Kind: message`, for a failed request.
+    /// The answer's error as `Kind: message`, for a failed request; a write whose outcome is
+    /// unknown says so.
     fn error(&self) -> anyhow::Error {
         match self.json() {
             Ok(v) => anyhow::anyhow!(
-                "{}: {} (HTTP {})",
+                "{}: {} (HTTP {}){}",
                 v["error"]["kind"].as_str().unwrap_or("Error"),
                 v["error"]["message"].as_str().unwrap_or(""),
-                self.status
+                self.status,
+                if v["error"]["indeterminate"].as_bool() == Some(true) {
+                    "; the write may or may not have been applied"
+                } else {
+                    ""
+                }
             ),
             Err(_) => anyhow::anyhow!("HTTP {}", self.status),
         }

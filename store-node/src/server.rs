@@ -39,7 +39,8 @@ impl App {
     }
 }
 
-/// A store error as an HTTP answer: `{error: {kind, message, retryable}}`.
+/// A store error as an HTTP answer: `{error: {kind, message, retryable, indeterminate}}`;
+/// `indeterminate` is true when a write may or may not have been applied.
 struct ApiError(Error);
 
 impl From<Error> for ApiError {
@@ -72,6 +73,7 @@ impl IntoResponse for ApiError {
                 "kind": e.kind().as_str(),
                 "message": e.message(),
                 "retryable": e.retryable(),
+                "indeterminate": e.is_indeterminate(),
             }
         });
         (status_of(&e), axum::Json(body)).into_response()
@@ -491,6 +493,22 @@ mod tests {
         assert!(ttl_of("soon").unwrap_err().message().starts_with("ttl: "));
         assert!(flag("if_absent", "").unwrap());
         assert!(flag("if_absent", "maybe").is_err());
+    }
+
+    #[tokio::test]
+    async fn error_bodies_say_whether_a_write_may_have_been_applied() {
+        for (e, indeterminate) in [
+            (Error::write_timeout("lost mid-write"), true),
+            (Error::unavailable("disk full (write not applied)"), false),
+        ] {
+            let response = ApiError(e).into_response();
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["indeterminate"], json!(indeterminate), "{v}");
+            assert_eq!(v["error"]["retryable"], json!(true), "{v}");
+        }
     }
 
     #[test]

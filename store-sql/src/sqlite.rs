@@ -186,16 +186,6 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// A copy of an error for another caller: kind, message and flags (not the source).
-fn copy(e: &Error) -> Error {
-    let c = Error::new(e.kind(), e.message()).with_retryable(e.retryable());
-    if e.is_indeterminate() {
-        c.indeterminate()
-    } else {
-        c
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -349,12 +339,12 @@ where
     let run: Run = Box::new(move |conn| {
         let result = match conn {
             Ok(c) => f(c),
-            Err(e) => Err(copy(e)),
+            Err(e) => Err(e.clone()),
         };
-        let failed = result.as_ref().err().map(copy);
+        let failed = result.as_ref().err().cloned();
         let complete: Completion = Box::new(move |outcome: Outcome<'_>| {
             let answer = match (outcome, result) {
-                (Outcome::Failed(e), Ok(_)) | (Outcome::Undone(e), _) => Err(copy(e)),
+                (Outcome::Failed(e), Ok(_)) | (Outcome::Undone(e), _) => Err(e.clone()),
                 (_, result) => result,
             };
             let _ = done_tx.send(answer);
