@@ -21,12 +21,15 @@ use bytes::Bytes;
 /// assert_eq!(kept.len(), 64);
 /// ```
 pub fn owned(value: Bytes) -> Bytes {
+    Bytes::from(owned_slice(value))
+}
+
+/// [`owned`] as a plain boxed slice, for a store that keeps small values without a `Bytes`.
+pub fn owned_slice(value: Bytes) -> Box<[u8]> {
     // `Vec::from` reuses the buffer when this handle is its only owner (moving the view to the
     // front), and copies exactly `len` bytes otherwise; a reused buffer may be larger than the
-    // view, which `shrink_to_fit` gives back.
-    let mut v = Vec::from(value);
-    v.shrink_to_fit();
-    Bytes::from(v)
+    // view, which `into_boxed_slice` gives back.
+    Vec::from(value).into_boxed_slice()
 }
 
 #[cfg(test)]

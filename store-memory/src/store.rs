@@ -17,8 +17,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use store_core::{
     Backend, Clock, Condition, Consistency, Entry, Error, ListOptions, Page, Periodic, PutOptions,
-    Result, SharedClock, Store, StoreInfo, Usage, backend::owned, from_millis, system_clock,
-    validate,
+    Result, SharedClock, Store, StoreInfo, Usage,
+    backend::{owned, owned_slice},
+    from_millis, system_clock, validate,
 };
 
 use crate::config::{Limits, MemoryConfig};
@@ -100,10 +101,7 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 32);
 impl Value {
     fn new(value: Bytes) -> Self {
         if value.len() <= SMALL_VALUE {
-            // No copy when the caller's buffer is exactly this value and unshared.
-            let mut v = Vec::from(value);
-            v.shrink_to_fit();
-            Self::Small(v.into_boxed_slice())
+            Self::Small(owned_slice(value))
         } else {
             Self::Large(Box::new(owned(value)))
         }

@@ -116,6 +116,21 @@ fn add(counter: &AtomicU64, n: usize) {
     counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
+impl Counters {
+    /// A write that ran alone, in its own transaction.
+    fn alone(&self, failed: bool) {
+        add(&self.single, 1);
+        add(&self.single_failed, usize::from(failed));
+    }
+
+    /// A group commit of `writes` writes, `failed` of which were answered with an error.
+    fn batch(&self, writes: usize, failed: usize) {
+        add(&self.batches, 1);
+        add(&self.batched, writes);
+        add(&self.batched_failed, failed);
+    }
+}
+
 struct LaneState {
     jobs: VecDeque<Job>,
     /// Connections not held by a leader.
@@ -276,9 +291,7 @@ impl SqliteEngine {
                     f(c)
                 });
                 if lane_kind == Kind::Write {
-                    let counters = &leader.running.writes.counters;
-                    add(&counters.single, 1);
-                    add(&counters.single_failed, usize::from(result.is_err()));
+                    leader.running.writes.counters.alone(result.is_err());
                 }
                 leader.serve();
                 result
@@ -535,8 +548,7 @@ fn run_batch(conn: &Connection, lane: &Lane, jobs: Vec<Job>) {
         // One statement, one transaction, as a plain driver call.
         let ran = (job.run)(Ok(conn));
         if kind == Kind::Write {
-            add(&counters.single, 1);
-            add(&counters.single_failed, usize::from(ran.failed.is_some()));
+            counters.alone(ran.failed.is_some());
         }
         return (ran.complete)(Outcome::Done);
     }
@@ -561,9 +573,7 @@ fn run_batch(conn: &Connection, lane: &Lane, jobs: Vec<Job>) {
             let err = Error::unavailable(format!(
                 "sqlite: write not applied: its group commit was rolled back: {cause}"
             ));
-            add(&counters.batches, 1);
-            add(&counters.batched, total);
-            add(&counters.batched_failed, total);
+            counters.batch(total, total);
             ran.into_iter()
                 .for_each(|r| (r.complete)(Outcome::Undone(&err)));
             return fail_all(jobs, &err);
@@ -579,14 +589,9 @@ fn run_batch(conn: &Connection, lane: &Lane, jobs: Vec<Job>) {
         }
         return ran.into_iter().for_each(|r| (r.complete)(Outcome::Done));
     }
-    add(&counters.batches, 1);
-    add(&counters.batched, total);
     match commit {
         Ok(_) => {
-            add(
-                &counters.batched_failed,
-                ran.iter().filter(|r| r.failed.is_some()).count(),
-            );
+            counters.batch(total, ran.iter().filter(|r| r.failed.is_some()).count());
             ran.into_iter().for_each(|r| (r.complete)(Outcome::Done));
         }
         Err(e) => {
@@ -596,7 +601,7 @@ fn run_batch(conn: &Connection, lane: &Lane, jobs: Vec<Job>) {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            add(&counters.batched_failed, total);
+            counters.batch(total, total);
             ran.into_iter()
                 .for_each(|r| (r.complete)(Outcome::Failed(&err)));
         }

@@ -157,14 +157,7 @@ async fn sqlite_keeps_every_acknowledged_write_across_sigkill() {
         return durability_child(path).await;
     }
     let path = temp_db("durability");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sqlite_keeps_every_acknowledged_write_across_sigkill",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+    let mut child = rerun("sqlite_keeps_every_acknowledged_write_across_sigkill")
         .env("STORE_SQL_DURABILITY_CHILD", &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -437,17 +430,17 @@ fn full_disk_value(key: &str) -> Bytes {
     )
 }
 
-/// Runs this test binary again as `role`.
-fn this_test(role: &str) -> Command {
+/// Runs this test binary again for `test` alone: how a test becomes its own child process.
+fn rerun(test: &str) -> Command {
     let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args([
-        "--exact",
-        FULL_DISK_TEST,
-        "--nocapture",
-        "--test-threads",
-        "1",
-    ])
-    .env(FULL_DISK_ROLE, role);
+    cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"]);
+    cmd
+}
+
+/// The full-disk test again, as `role`.
+fn this_test(role: &str) -> Command {
+    let mut cmd = rerun(FULL_DISK_TEST);
+    cmd.env(FULL_DISK_ROLE, role);
     cmd
 }
 
