@@ -24,18 +24,26 @@
 //! background work of `lifecycle.auto_start` entries and [`Registry::shutdown`] stops everything.
 //! [`NodeConfig`] reads a node's settings and the registry paths it names.
 //!
-//! Adding a kind is one entry in the kind table (`kinds.rs`) and one function; each backend's
-//! config struct lives in its own crate. This crate must never open a connection while loading.
+//! Builders get a [`NodeContext`]: the node's name, data folder and clock, and resources made
+//! once per node and shared by every entry that needs them. [`Registry::start`] starts shared
+//! resources, then resource entries (databases), then stores; [`Registry::shutdown`] goes the
+//! other way.
+//!
+//! `kinds.rs` is the one list of backends: adding a kind is one entry in its table and one
+//! function; each backend's config struct lives in its own crate. This crate must never open a connection while loading.
 
 // Loading runs once at start-up; its errors are values people read, not a hot path to shrink.
 #![allow(clippy::result_large_err)]
 
+mod build;
+mod context;
 mod error;
 mod kinds;
 mod node;
 mod registry;
 mod source;
 
+pub use context::NodeContext;
 pub use error::{ConfigError, ConfigErrors};
 pub use node::{HttpConfig, NodeConfig};
-pub use registry::{Entry, Registry, RegistryBuilder, Settings};
+pub use registry::{Entry, Registry, RegistryBuilder};

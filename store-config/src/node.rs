@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_norway::Value;
 
+use crate::context::NodeContext;
 use crate::error::{ConfigError, ConfigErrors, closest};
 use crate::registry::{Registry, RegistryBuilder};
 
@@ -169,8 +170,31 @@ impl NodeConfig {
         })
     }
 
+    /// The node's name: `cluster.name`, else the host name, else `local`.
+    pub fn node_name(&self) -> String {
+        let named = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        named
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "local".to_owned())
+    }
+
+    /// The context this node's stores are built in: its name and data folder.
+    pub fn context(&self) -> NodeContext {
+        NodeContext::new(self.node_name()).data_dir(&self.data_dir)
+    }
+
     /// Loads the registry files this node names.
-    pub fn load_registry(&self, builder: &RegistryBuilder) -> Result<Registry, ConfigErrors> {
+    pub fn load_registry(&self, builder: RegistryBuilder) -> Result<Registry, ConfigErrors> {
         builder.load(&self.registry)
     }
 }

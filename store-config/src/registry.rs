@@ -1,125 +1,22 @@
-//! [`Registry`]: entries loaded from registry files, their stores and databases.
-
-// A build with only some backends leaves parts of this module unused.
-#![cfg_attr(
-    not(all(feature = "memory", feature = "sqlite", feature = "postgres")),
-    allow(dead_code, unused_imports, unused_variables)
-)]
+//! [`Registry`]: entries loaded from registry files, the stores and shared resources built from
+//! them, started in dependency order and stopped in reverse. No backend is named here: the kinds
+//! come from `kinds.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde_norway::{Mapping, Value};
-use store_core::{Error, ErrorKind, SharedClock, SharedStore, system_clock};
+use store_core::{Error, ErrorKind, Lifecycle, SharedClock, SharedStore};
 
+use crate::build::{Build, Built, Ctx, Item, Kind, Reference, Settings, Shared};
+use crate::context::NodeContext;
 use crate::error::{ConfigError, ConfigErrors, closest};
-use crate::kinds::{self, Build, Ctx, Reference};
+use crate::kinds;
 use crate::source::Source;
 
 const ENTRY_KEYS: &[&str] = &["name", "kind", "meta", "lifecycle"];
 const FILE_KEYS: &[&str] = &["version", "namespace", "entries"];
-
-/// A store's background work, started and stopped by the registry.
-#[async_trait]
-pub(crate) trait Lifecycle: Send + Sync {
-    async fn start(&self) -> store_core::Result<()>;
-    fn stop(&self);
-}
-
-#[cfg(feature = "memory")]
-#[async_trait]
-impl Lifecycle for store_memory::MemoryStore {
-    async fn start(&self) -> store_core::Result<()> {
-        store_memory::MemoryStore::start(self)
-    }
-    fn stop(&self) {
-        store_memory::MemoryStore::stop(self);
-    }
-}
-
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[async_trait]
-impl Lifecycle for store_sql::SqlStore {
-    async fn start(&self) -> store_core::Result<()> {
-        store_sql::SqlStore::start(self).await
-    }
-    fn stop(&self) {
-        store_sql::SqlStore::stop(self);
-    }
-}
-
-/// The effective settings of an entry: its config with every default applied.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Settings {
-    /// `store.memory`: the fields as written, and the limits in force.
-    #[cfg(feature = "memory")]
-    Memory(store_memory::MemoryConfig, store_memory::Limits),
-    /// `store.sql` (with `database` resolved to a full id).
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    Sql(store_sql::SqlStoreConfig),
-    /// `db.sql.sqlite` (with `path` resolved against the file's folder).
-    #[cfg(feature = "sqlite")]
-    Sqlite(store_sql::SqliteConfig),
-    /// `db.sql.postgres` (its `Debug` hides the password).
-    #[cfg(feature = "postgres")]
-    Postgres(store_sql::PostgresConfig),
-}
-
-/// A built store entry.
-pub(crate) struct Built {
-    store: SharedStore,
-    lifecycle: Arc<dyn Lifecycle>,
-    settings: Settings,
-}
-
-impl Built {
-    #[cfg(feature = "memory")]
-    pub(crate) fn memory(
-        store: store_memory::MemoryStore,
-        config: store_memory::MemoryConfig,
-        limits: store_memory::Limits,
-    ) -> Self {
-        let store = Arc::new(store);
-        Self {
-            store: store.clone(),
-            lifecycle: store,
-            settings: Settings::Memory(config, limits),
-        }
-    }
-
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    pub(crate) fn sql(store: store_sql::SqlStore, config: store_sql::SqlStoreConfig) -> Self {
-        let store = Arc::new(store);
-        Self {
-            store: store.clone(),
-            lifecycle: store,
-            settings: Settings::Sql(config),
-        }
-    }
-}
-
-/// A built database entry (a cheap handle: clones share the pool).
-#[derive(Clone)]
-pub(crate) enum Database {
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    Sql(store_sql::SqlDatabase),
-    /// Keeps the enum inhabited in builds without SQL.
-    #[allow(dead_code)]
-    None(std::convert::Infallible),
-}
-
-impl Database {
-    async fn close(&self) {
-        match self {
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            Self::Sql(db) => db.close().await,
-            Self::None(never) => match *never {},
-        }
-    }
-}
 
 /// One loaded entry.
 pub struct Entry {
@@ -133,8 +30,9 @@ pub struct Entry {
     pub meta: Option<Value>,
     /// `lifecycle.auto_start`.
     pub auto_start: bool,
-    settings: Option<Settings>,
+    settings: Box<dyn Settings>,
     item: Item,
+    lifecycle: Arc<dyn Lifecycle>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -149,46 +47,39 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-enum Item {
-    Store {
-        store: SharedStore,
-        lifecycle: Arc<dyn Lifecycle>,
-    },
-    Database(Database),
-}
-
 impl Entry {
-    /// The effective settings (every default applied).
-    pub fn settings(&self) -> Option<&Settings> {
-        self.settings.as_ref()
-    }
-
-    /// The largest value the store accepts, in bytes (for front ends that stream bodies).
-    pub fn max_value_size(&self) -> usize {
-        match &self.settings {
-            #[cfg(feature = "memory")]
-            Some(Settings::Memory(_, limits)) => limits.max_value_size,
-            #[cfg(any(feature = "sqlite", feature = "postgres"))]
-            Some(Settings::Sql(c)) => c
-                .max_value_size
-                .filter(|n| *n > 0)
-                .and_then(|n| usize::try_from(n).ok())
-                .unwrap_or(store_core::validate::DEFAULT_MAX_VALUE_SIZE),
-            _ => store_core::validate::DEFAULT_MAX_VALUE_SIZE,
-        }
+    /// The effective settings (every default applied), as the backend's own config type:
+    /// `store_memory::Limits`, `store_sql::SqlStoreConfig` (with `database` resolved to a full
+    /// id), `store_sql::SqliteConfig` (with `path` resolved against the file's folder) or
+    /// `store_sql::PostgresConfig`. `None` when the entry is of another kind.
+    ///
+    /// ```
+    /// use store_config::Registry;
+    ///
+    /// let yaml = "namespace: app\nentries:\n  - name: cache\n    kind: store.memory\n";
+    /// let registry = Registry::builder().load_str("app.yaml", yaml).unwrap();
+    /// let limits = registry.entry("app:cache").and_then(|e| e.settings::<store_memory::Limits>());
+    /// assert_eq!(limits.map(|l| l.max_size), Some(10_000));
+    /// ```
+    pub fn settings<T: std::any::Any>(&self) -> Option<&T> {
+        self.settings.as_any().downcast_ref::<T>()
     }
 
     /// The store, if this is a store entry.
     pub fn store(&self) -> Option<&SharedStore> {
         match &self.item {
-            Item::Store { store, .. } => Some(store),
-            Item::Database(_) => None,
+            Item::Store(store) => Some(store),
+            Item::Resource(_) => None,
         }
+    }
+
+    fn is_resource(&self) -> bool {
+        matches!(self.item, Item::Resource(_))
     }
 }
 
-/// Stores and databases built from registry files. Loading does no I/O beyond reading the
-/// files: databases connect on first use or on [`Registry::start`].
+/// Stores and shared resources built from registry files. Loading does no I/O beyond reading
+/// the files: databases connect on first use or on [`Registry::start`].
 ///
 /// ```
 /// use store_config::Registry;
@@ -199,28 +90,22 @@ impl Entry {
 /// ```
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    node: Arc<NodeContext>,
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("entries", &self.entries.keys().collect::<Vec<_>>())
+            .field("node", &self.node)
             .finish()
     }
 }
 
-/// Loads registries; carries the clock their stores read.
-#[derive(Debug, Clone)]
+/// Loads registries for one node (see [`NodeContext`]).
+#[derive(Debug, Default)]
 pub struct RegistryBuilder {
-    clock: SharedClock,
-}
-
-impl Default for RegistryBuilder {
-    fn default() -> Self {
-        Self {
-            clock: system_clock(),
-        }
-    }
+    node: NodeContext,
 }
 
 /// A parsed entry waiting to be built.
@@ -229,22 +114,29 @@ struct Raw {
     index: usize,
     id: String,
     namespace: String,
-    kind: &'static kinds::Kind,
+    kind: &'static Kind,
     fields: Mapping,
     meta: Option<Value>,
     auto_start: bool,
 }
 
 impl RegistryBuilder {
+    /// The node the stores run in: its name, data folder, clock and shared resources.
+    #[must_use]
+    pub fn node(mut self, node: NodeContext) -> Self {
+        self.node = node;
+        self
+    }
+
     /// The clock every store reads (default: the system clock).
     #[must_use]
     pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.node = self.node.clock(clock);
         self
     }
 
     /// Loads registry files and folders (every `*.yaml`/`*.yml` in a folder, in name order).
-    pub fn load<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Registry, ConfigErrors> {
+    pub fn load<P: AsRef<Path>>(self, paths: &[P]) -> Result<Registry, ConfigErrors> {
         let mut sources = Vec::new();
         let mut errors = Vec::new();
         for path in paths {
@@ -263,81 +155,44 @@ impl RegistryBuilder {
     }
 
     /// Loads one registry file given as text; `name` stands for its path in errors.
-    pub fn load_str(&self, name: &str, yaml: &str) -> Result<Registry, ConfigErrors> {
+    pub fn load_str(self, name: &str, yaml: &str) -> Result<Registry, ConfigErrors> {
         let sources = [Source::new(Path::new(name), yaml.to_owned())];
         self.build(&sources, Vec::new())
     }
 
     fn build(
-        &self,
+        self,
         sources: &[Source],
         mut errors: Vec<ConfigError>,
     ) -> Result<Registry, ConfigErrors> {
-        let mut raws: Vec<Raw> = Vec::new();
-        let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-        for (file, source) in sources.iter().enumerate() {
-            for raw in parse_file(file, source, &mut errors) {
-                if let Some((f, i)) = seen.get(&raw.id) {
-                    let first = &sources[*f];
-                    let at = |s: &Source, i| {
-                        let line = s
-                            .entry_position(i)
-                            .map(|(l, _)| format!(":{l}"))
-                            .unwrap_or_default();
-                        format!("{}{line}", s.path.display())
-                    };
-                    errors.push(
-                        ConfigError::new(
-                            ErrorKind::AlreadyExists,
-                            &source.path,
-                            format!(
-                                "duplicate entry id, first defined at {}, again at {}",
-                                at(first, *i),
-                                at(source, raw.index)
-                            ),
-                        )
-                        .entry(&raw.id)
-                        .at(source.entry_position(raw.index)),
-                    );
-                    continue;
-                }
-                seen.insert(raw.id.clone(), (raw.file, raw.index));
-                raws.push(raw);
-            }
-        }
-
-        // Databases first: stores reference them.
-        let mut databases: BTreeMap<String, (Database, Settings)> = BTreeMap::new();
+        let raws = unique(sources, &mut errors);
+        let node = self.node;
+        let mut entries = BTreeMap::new();
+        // Resources first: stores reference them.
         let nothing = |reference: &str| Reference::Missing(reference.to_owned(), None);
         for raw in &raws {
-            if let Build::Database(build) = raw.kind.build {
-                match build(&ctx(raw, sources, &self.clock, &nothing)) {
-                    Ok(built) => {
-                        databases.insert(raw.id.clone(), built);
+            if let Build::Resource(build) = raw.kind.build {
+                match build(&ctx(raw, sources, &node, &nothing)) {
+                    Ok(b) => {
+                        entries.insert(raw.id.clone(), entry_of(raw, sources, b));
                     }
                     Err(e) => errors.push(e),
                 }
             }
         }
-        let kinds_by_id: BTreeMap<&str, &'static str> =
-            raws.iter().map(|r| (r.id.as_str(), r.kind.name)).collect();
-        let mut entries = BTreeMap::new();
+        let resources: BTreeMap<String, Shared> = entries
+            .values()
+            .filter_map(|e| match &e.item {
+                Item::Resource(r) => Some((e.id.clone(), Arc::clone(r))),
+                Item::Store(_) => None,
+            })
+            .collect();
+        let kinds_by_id: BTreeMap<&str, &'static Kind> =
+            raws.iter().map(|r| (r.id.as_str(), r.kind)).collect();
+        let mut stores = Vec::new();
         for raw in &raws {
-            let entry = |settings, item| Entry {
-                id: raw.id.clone(),
-                kind: raw.kind.name.to_owned(),
-                file: sources[raw.file].path.clone(),
-                meta: raw.meta.clone(),
-                auto_start: raw.auto_start,
-                settings: Some(settings),
-                item,
-            };
             match raw.kind.build {
-                Build::Database(_) => {
-                    if let Some((db, settings)) = databases.get(&raw.id).cloned() {
-                        entries.insert(raw.id.clone(), entry(settings, Item::Database(db)));
-                    }
-                }
+                Build::Resource(_) => {}
                 Build::Unavailable(why) => {
                     let source = &sources[raw.file];
                     errors.push(
@@ -352,46 +207,109 @@ impl RegistryBuilder {
                     );
                 }
                 Build::Store(build) => {
-                    // References without a namespace mean the entry's own namespace.
                     let resolve = |reference: &str| {
-                        let id = if reference.contains(':') {
-                            reference.to_owned()
-                        } else {
-                            format!("{}:{reference}", raw.namespace)
-                        };
-                        match (databases.get(&id), kinds_by_id.get(id.as_str())) {
-                            (Some((db, _)), _) => Reference::Database(id, db),
-                            (None, Some(kind))
-                                if kinds::find(kind)
-                                    .is_some_and(|k| matches!(k.build, Build::Database(_))) =>
-                            {
-                                Reference::Broken(id)
-                            }
-                            (None, Some(kind)) => Reference::OtherKind(id, kind),
-                            (None, None) => {
-                                let ids: Vec<&str> = kinds_by_id.keys().copied().collect();
-                                let near = closest(&id, &ids).map(str::to_owned);
-                                Reference::Missing(id, near)
-                            }
-                        }
+                        resolve(reference, &raw.namespace, &resources, &kinds_by_id)
                     };
-                    match build(&ctx(raw, sources, &self.clock, &resolve)) {
-                        Ok(built) => {
-                            let item = Item::Store {
-                                store: built.store,
-                                lifecycle: built.lifecycle,
-                            };
-                            entries.insert(raw.id.clone(), entry(built.settings, item));
-                        }
+                    match build(&ctx(raw, sources, &node, &resolve)) {
+                        Ok(b) => stores.push((raw.id.clone(), entry_of(raw, sources, b))),
                         Err(e) => errors.push(e),
                     }
                 }
             }
         }
+        entries.extend(stores);
         if errors.is_empty() {
-            Ok(Registry { entries })
+            Ok(Registry {
+                entries,
+                node: Arc::new(node),
+            })
         } else {
             Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// An entry as the registry keeps it.
+fn entry_of(raw: &Raw, sources: &[Source], built: Built) -> Entry {
+    Entry {
+        id: raw.id.clone(),
+        kind: raw.kind.name.to_owned(),
+        file: sources[raw.file].path.clone(),
+        meta: raw.meta.clone(),
+        auto_start: raw.auto_start,
+        settings: built.settings,
+        item: built.item,
+        lifecycle: built.lifecycle,
+    }
+}
+
+/// The kind called `name`.
+fn find_kind(name: &str) -> Option<&'static Kind> {
+    kinds::KINDS.iter().find(|k| k.name == name)
+}
+
+/// The names of every kind, for "unknown kind" errors.
+fn kind_names() -> Vec<&'static str> {
+    kinds::KINDS.iter().map(|k| k.name).collect()
+}
+
+/// The entries of every file, without duplicate ids (each duplicate is an error).
+fn unique(sources: &[Source], errors: &mut Vec<ConfigError>) -> Vec<Raw> {
+    let mut raws: Vec<Raw> = Vec::new();
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (file, source) in sources.iter().enumerate() {
+        for raw in parse_file(file, source, errors) {
+            if let Some((f, i)) = seen.get(&raw.id) {
+                let at = |s: &Source, i| {
+                    let line = s
+                        .entry_position(i)
+                        .map(|(l, _)| format!(":{l}"))
+                        .unwrap_or_default();
+                    format!("{}{line}", s.path.display())
+                };
+                errors.push(
+                    ConfigError::new(
+                        ErrorKind::AlreadyExists,
+                        &source.path,
+                        format!(
+                            "duplicate entry id, first defined at {}, again at {}",
+                            at(&sources[*f], *i),
+                            at(source, raw.index)
+                        ),
+                    )
+                    .entry(&raw.id)
+                    .at(source.entry_position(raw.index)),
+                );
+                continue;
+            }
+            seen.insert(raw.id.clone(), (raw.file, raw.index));
+            raws.push(raw);
+        }
+    }
+    raws
+}
+
+/// What `reference` (written in namespace `namespace`; without one it means that namespace)
+/// points at.
+fn resolve<'a>(
+    reference: &str,
+    namespace: &str,
+    resources: &'a BTreeMap<String, Shared>,
+    kinds_by_id: &BTreeMap<&str, &'static Kind>,
+) -> Reference<'a> {
+    let id = if reference.contains(':') {
+        reference.to_owned()
+    } else {
+        format!("{namespace}:{reference}")
+    };
+    match (resources.get(&id), kinds_by_id.get(id.as_str())) {
+        (Some(resource), _) => Reference::Resource(id, resource),
+        (None, Some(kind)) if matches!(kind.build, Build::Resource(_)) => Reference::Broken(id),
+        (None, Some(kind)) => Reference::OtherKind(id, kind.name),
+        (None, None) => {
+            let ids: Vec<&str> = kinds_by_id.keys().copied().collect();
+            let near = closest(&id, &ids).map(str::to_owned);
+            Reference::Missing(id, near)
         }
     }
 }
@@ -399,7 +317,7 @@ impl RegistryBuilder {
 fn ctx<'a>(
     raw: &'a Raw,
     sources: &'a [Source],
-    clock: &'a SharedClock,
+    node: &'a NodeContext,
     resolve: &'a dyn Fn(&str) -> Reference<'a>,
 ) -> Ctx<'a> {
     Ctx {
@@ -407,7 +325,8 @@ fn ctx<'a>(
         index: raw.index,
         source: &sources[raw.file],
         fields: &raw.fields,
-        clock,
+        required: raw.kind.required,
+        node,
         resolve,
     }
 }
@@ -588,10 +507,10 @@ fn parse_file(file: usize, source: &Source, errors: &mut Vec<ConfigError>) -> Ve
                 .at(source.field_position(index, field).or(at_entry))
         };
         let kind = match map.get("kind") {
-            Some(Value::String(k)) => match kinds::find(k) {
+            Some(Value::String(k)) => match find_kind(k) {
                 Some(kind) => kind,
                 None => {
-                    let names = kinds::names();
+                    let names = kind_names();
                     let hint = closest(k, &names)
                         .map(|c| format!(" (did you mean `{c}`?)"))
                         .unwrap_or_default();
@@ -610,7 +529,7 @@ fn parse_file(file: usize, source: &Source, errors: &mut Vec<ConfigError>) -> Ve
                     "kind",
                     format!(
                         "missing field `kind`; known kinds: {}",
-                        kinds::names().join(", ")
+                        kind_names().join(", ")
                     ),
                 ));
                 continue;
@@ -687,7 +606,7 @@ fn is_name(s: &str) -> bool {
 }
 
 impl Registry {
-    /// A builder (to choose the clock); [`Registry::load`] uses the system clock.
+    /// A builder (to choose the node and clock); [`Registry::load`] uses the system clock.
     pub fn builder() -> RegistryBuilder {
         RegistryBuilder::default()
     }
@@ -695,6 +614,11 @@ impl Registry {
     /// Loads registry files and folders with the system clock.
     pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Self, ConfigErrors> {
         RegistryBuilder::default().load(paths)
+    }
+
+    /// The node these entries were built for.
+    pub fn node(&self) -> &NodeContext {
+        &self.node
     }
 
     /// The store with id `id`; `NotFound` names the known store ids.
@@ -731,27 +655,47 @@ impl Registry {
         self.entries.get(id)
     }
 
-    /// Starts the background work (cleanup timers) of every `auto_start` store. Idempotent.
+    /// Everything there is to start and stop, in dependency order: the node's shared resources,
+    /// then resource entries (databases), then stores. Stopping walks it backwards.
+    fn in_order(&self) -> Vec<(Option<&Entry>, Arc<dyn Lifecycle>)> {
+        let mut out: Vec<_> = self
+            .node
+            .lifecycles()
+            .into_iter()
+            .map(|l| (None, l))
+            .collect();
+        let (resources, stores): (Vec<&Entry>, Vec<&Entry>) =
+            self.entries.values().partition(|e| e.is_resource());
+        for e in resources.into_iter().chain(stores) {
+            out.push((Some(e), Arc::clone(&e.lifecycle)));
+        }
+        out
+    }
+
+    /// Starts the node's shared resources and resource entries, then the background work
+    /// (cleanup timers) of every `auto_start` store. Idempotent.
     pub async fn start(&self) -> store_core::Result<()> {
-        for entry in self.entries.values().filter(|e| e.auto_start) {
-            if let Item::Store { lifecycle, .. } = &entry.item {
-                lifecycle
-                    .start()
-                    .await
-                    .map_err(|e| e.context(format!("starting `{}`", entry.id)))?;
+        for (entry, lifecycle) in self.in_order() {
+            if entry.is_some_and(|e| !e.is_resource() && !e.auto_start) {
+                continue;
             }
+            lifecycle.start().await.map_err(|e| match entry {
+                Some(entry) => e.context(format!("starting `{}`", entry.id)),
+                None => e.context("starting a node-wide resource"),
+            })?;
         }
         Ok(())
     }
 
-    /// Stops every store's background work and closes every database. Idempotent; afterwards
-    /// SQL stores answer `Closed`.
+    /// Stops every store, then closes resource entries and the node's shared resources: the
+    /// reverse of [`Registry::start`]. Idempotent; afterwards SQL stores answer `Closed`.
     pub async fn shutdown(&self) {
-        for entry in self.entries.values() {
-            match &entry.item {
-                Item::Store { lifecycle, .. } => lifecycle.stop(),
-                Item::Database(db) => db.close().await,
-            }
+        let order = self.in_order();
+        for (_, lifecycle) in order.iter().rev() {
+            lifecycle.stop().await;
+        }
+        for (_, lifecycle) in order.iter().rev() {
+            lifecycle.close().await;
         }
     }
 }

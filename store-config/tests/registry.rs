@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use store_config::{NodeConfig, Registry, Settings};
+use store_config::{NodeConfig, Registry};
 use store_core::{Bytes, ErrorKind, SharedStore, Store, format_duration, parse_duration};
 use store_testkit::Harness;
 
@@ -35,7 +35,7 @@ fn every_example_config_loads() {
         if path.extension().is_some_and(|x| x == "yaml") {
             let node = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
             let registry = node
-                .load_registry(&Registry::builder())
+                .load_registry(Registry::builder())
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 registry.store_ids().count() > 0,
@@ -51,11 +51,14 @@ fn every_example_config_loads() {
         examples.display()
     );
     let local = NodeConfig::load(examples.join("local.yaml")).unwrap();
-    let registry = local.load_registry(&Registry::builder()).unwrap();
+    let registry = local.load_registry(Registry::builder()).unwrap();
     let ids: Vec<&str> = registry.store_ids().collect();
     assert_eq!(ids, ["app:cache", "app:kv"]);
-    match registry.entry("app:main_db").and_then(|e| e.settings()) {
-        Some(Settings::Sqlite(c)) => {
+    match registry
+        .entry("app:main_db")
+        .and_then(|e| e.settings::<store_sql::SqliteConfig>())
+    {
+        Some(c) => {
             assert!(c.path.ends_with("registry/../data/app.db"), "{}", c.path)
         }
         other => panic!("{other:?}"),
@@ -86,8 +89,11 @@ entries:
 ";
     let r = Registry::builder().load_str("d.yaml", yaml).unwrap();
     for id in ["d:zero", "d:bare"] {
-        match r.entry(id).and_then(|e| e.settings()) {
-            Some(Settings::Memory(_, limits)) => {
+        match r
+            .entry(id)
+            .and_then(|e| e.settings::<store_memory::Limits>())
+        {
+            Some(limits) => {
                 assert_eq!(limits.max_size, 10_000, "{id}");
                 assert_eq!(limits.cleanup_interval, Duration::from_secs(300), "{id}");
                 assert_eq!(limits.max_value_size, 1 << 20, "{id}");
@@ -95,8 +101,11 @@ entries:
             other => panic!("{other:?}"),
         }
     }
-    match r.entry("d:sql").and_then(|e| e.settings()) {
-        Some(Settings::Sql(c)) => {
+    match r
+        .entry("d:sql")
+        .and_then(|e| e.settings::<store_sql::SqlStoreConfig>())
+    {
+        Some(c) => {
             assert_eq!(
                 c.database, "d:db",
                 "a bare reference means the same namespace"
@@ -111,22 +120,28 @@ entries:
         }
         other => panic!("{other:?}"),
     }
-    match r.entry("d:db").and_then(|e| e.settings()) {
-        Some(Settings::Sqlite(c)) => {
+    match r
+        .entry("d:db")
+        .and_then(|e| e.settings::<store_sql::SqliteConfig>())
+    {
+        Some(c) => {
             assert_eq!(c.path, "x.db", "relative to the file's folder (here: none)");
             assert_eq!(c.busy_timeout, None);
         }
         other => panic!("{other:?}"),
     }
-    match r.entry("d:pg").and_then(|e| e.settings()) {
-        Some(Settings::Postgres(c)) => {
+    match r
+        .entry("d:pg")
+        .and_then(|e| e.settings::<store_sql::PostgresConfig>())
+    {
+        Some(c) => {
             assert_eq!(c.pool_size, None);
             assert!(!format!("{c:?}").contains("secret"), "{c:?}");
         }
         other => panic!("{other:?}"),
     }
     let info = r.store("d:sql").unwrap().info();
-    assert!(!info.versioned && info.conditional_put && info.durable);
+    assert!(!info.capabilities.versioned && info.capabilities.conditional_put && info.durable);
 }
 
 #[test]

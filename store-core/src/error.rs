@@ -65,6 +65,24 @@ impl ErrorKind {
             Self::Internal => "Internal",
         }
     }
+
+    /// The kind named `name` ([`ErrorKind::as_str`] read back), as clients of the HTTP API
+    /// receive it.
+    pub fn parse(name: &str) -> Option<Self> {
+        const ALL: [ErrorKind; 10] = [
+            ErrorKind::NotFound,
+            ErrorKind::AlreadyExists,
+            ErrorKind::Conflict,
+            ErrorKind::Invalid,
+            ErrorKind::Unsupported,
+            ErrorKind::Unavailable,
+            ErrorKind::Timeout,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Closed,
+            ErrorKind::Internal,
+        ];
+        ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
 impl fmt::Display for ErrorKind {
@@ -98,6 +116,7 @@ pub struct Error {
     retryable: bool,
     indeterminate: bool,
     too_large: Option<TooLarge>,
+    field: Option<String>,
     #[source]
     source: Option<std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>>,
 }
@@ -110,6 +129,9 @@ impl fmt::Debug for Error {
             .field("retryable", &self.retryable);
         if self.indeterminate {
             d.field("indeterminate", &true);
+        }
+        if let Some(field) = &self.field {
+            d.field("field", field);
         }
         if let Some(source) = &self.source {
             d.field("source", &format_args!("{source}"));
@@ -127,6 +149,7 @@ impl Error {
             retryable: kind.default_retryable(),
             indeterminate: false,
             too_large: None,
+            field: None,
             source: None,
         }
     }
@@ -218,6 +241,14 @@ impl Error {
         self
     }
 
+    /// Names the configuration field (or argument) to blame, as data: a loader reports it without
+    /// reading the message. The message is unchanged.
+    #[must_use]
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
     /// Prefixes the message with context (`"{context}: {message}"`), keeping kind and flags.
     #[must_use]
     pub fn context(mut self, context: impl fmt::Display) -> Self {
@@ -248,6 +279,12 @@ impl Error {
     /// Set when a value exceeded its store's size limit.
     pub fn too_large(&self) -> Option<TooLarge> {
         self.too_large
+    }
+
+    /// The configuration field (or argument) to blame, when one was named with
+    /// [`Error::with_field`].
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 }
 
@@ -298,6 +335,24 @@ mod tests {
         assert_eq!(source.as_deref(), Some("disk on fire"));
         let big = Error::value_too_large(11, 10);
         assert_eq!(big.clone().too_large(), big.too_large());
+    }
+
+    #[test]
+    fn kinds_read_back_from_their_names_and_fields_are_data() {
+        for kind in [
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Internal,
+        ] {
+            assert_eq!(ErrorKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(ErrorKind::parse("notfound"), None);
+        let e = Error::invalid("must be positive").with_field("max_size");
+        assert_eq!(
+            (e.field(), e.message()),
+            (Some("max_size"), "must be positive")
+        );
+        assert_eq!(e.clone().field(), Some("max_size"));
     }
 
     #[test]

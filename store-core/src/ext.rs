@@ -7,10 +7,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::backend::validate::quote;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::types::{Entry, PutOptions};
-use crate::validate::quote;
 
 /// Helpers built on [`Store`]. Call them on any store; never implement this trait (a blanket
 /// impl covers every `Store`, `Arc<dyn Store>` included).

@@ -1,15 +1,22 @@
 //! The contract of the store family: the [`Store`] trait, its types, the one [`Error`], the
-//! shared argument checks ([`validate`]) and the injectable [`Clock`].
+//! [`Lifecycle`] a registry drives, and the injectable [`Clock`].
 //!
-//! Backends (`store-memory`, `store-sql`, …) implement [`Store`]; users call it, plus the helpers
-//! of [`StoreExt`], through a concrete store or a [`SharedStore`] (`Arc<dyn Store>`).
+//! Backends (`store-memory`, `store-sql`, …) implement [`Store`] and [`Lifecycle`]; users call
+//! [`Store`], plus the helpers of [`StoreExt`], through a concrete store or a [`SharedStore`]
+//! (`Arc<dyn Store>`). What a store can do and the limits of its arguments are in its
+//! [`StoreInfo`]'s [`Capabilities`]. Helpers meant only for backend authors (argument checks,
+//! the background timer) live in [`backend`].
 //!
 //! ```
 //! use std::time::Duration;
-//! use store_core::{Condition, ErrorKind, ManualClock, PutOptions, validate};
+//! use store_core::backend::validate;
+//! use store_core::{Capabilities, Condition, ErrorKind, ManualClock, PutOptions};
 //!
-//! // Every backend checks arguments with the same functions before doing any work.
-//! assert_eq!(validate::key("").unwrap_err().kind(), ErrorKind::Invalid);
+//! // Every backend checks arguments with the same functions, against its own capabilities,
+//! // before doing any work.
+//! let caps = Capabilities::new().max_value_size(4);
+//! let e = validate::put(&caps, "k", 5, None, Condition::Always).unwrap_err();
+//! assert_eq!(e.kind(), ErrorKind::Invalid);
 //! assert_eq!(validate::ttl(Some(Duration::from_micros(10))).unwrap(), Some(1));
 //!
 //! // Time is injectable: tests move a manual clock instead of sleeping.
@@ -28,11 +35,9 @@ mod clock;
 mod duration;
 mod error;
 mod ext;
-#[cfg(feature = "tokio")]
-mod periodic;
+mod lifecycle;
 mod store;
 mod types;
-pub mod validate;
 
 pub use bytes::Bytes;
 pub use clock::{
@@ -41,9 +46,9 @@ pub use clock::{
 pub use duration::{HumanDuration, format_duration, parse_duration};
 pub use error::{Error, ErrorKind, Result, TooLarge};
 pub use ext::StoreExt;
-#[cfg(feature = "tokio")]
-pub use periodic::Periodic;
+pub use lifecycle::Lifecycle;
 pub use store::{SharedStore, Store};
 pub use types::{
-    Backend, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo, Usage,
+    Backend, Capabilities, Condition, Consistency, Entry, ListOptions, Page, PutOptions, StoreInfo,
+    Usage,
 };

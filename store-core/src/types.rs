@@ -257,7 +257,117 @@ impl Usage {
     }
 }
 
+/// What a store can do, and the limits of its arguments. A store keeps one and checks every
+/// call against it ([`validate::put`](crate::backend::validate::put)); front ends read it from
+/// [`StoreInfo`] instead of asking the configuration.
+///
+/// ```
+/// use store_core::Capabilities;
+///
+/// let caps = Capabilities::new().versioned(false).max_value_size(1024);
+/// assert!(caps.conditional_put && !caps.versioned);
+/// assert_eq!((caps.max_value_size, caps.max_key_len), (1024, 1024));
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Whether [`list`](crate::Store::list) is offered.
+    pub list: bool,
+    /// Whether entries carry versions (`IfVersion` needs it).
+    pub versioned: bool,
+    /// Whether `IfAbsent` (and, with `versioned`, `IfVersion`) is offered.
+    pub conditional_put: bool,
+    /// Whether TTLs are honoured.
+    pub ttl: bool,
+    /// The largest value accepted, in bytes.
+    pub max_value_size: usize,
+    /// The longest key accepted, in UTF-8 bytes (at most 1024).
+    pub max_key_len: usize,
+    /// A limit on key length in characters, when the storage has one (PostgreSQL's
+    /// `VARCHAR(255)`); `None` when only `max_key_len` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_key_chars: Option<usize>,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Capabilities {
+    /// Everything offered, with the default limits: values up to 1 MiB, keys up to 1024 bytes.
+    pub const fn new() -> Self {
+        Self {
+            list: true,
+            versioned: true,
+            conditional_put: true,
+            ttl: true,
+            max_value_size: crate::backend::validate::DEFAULT_MAX_VALUE_SIZE,
+            max_key_len: crate::backend::validate::MAX_KEY_LEN,
+            max_key_chars: None,
+        }
+    }
+
+    /// Sets whether `list` is offered.
+    #[must_use]
+    pub const fn list(mut self, list: bool) -> Self {
+        self.list = list;
+        self
+    }
+
+    /// Sets whether entries carry versions.
+    #[must_use]
+    pub const fn versioned(mut self, versioned: bool) -> Self {
+        self.versioned = versioned;
+        self
+    }
+
+    /// Sets whether conditional puts are offered.
+    #[must_use]
+    pub const fn conditional_put(mut self, conditional_put: bool) -> Self {
+        self.conditional_put = conditional_put;
+        self
+    }
+
+    /// Sets whether TTLs are honoured.
+    #[must_use]
+    pub const fn ttl(mut self, ttl: bool) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets the largest value accepted.
+    #[must_use]
+    pub const fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// Sets the longest key accepted in bytes (values above 1024 mean 1024).
+    #[must_use]
+    pub const fn max_key_len(mut self, bytes: usize) -> Self {
+        self.max_key_len = if bytes < crate::backend::validate::MAX_KEY_LEN {
+            bytes
+        } else {
+            crate::backend::validate::MAX_KEY_LEN
+        };
+        self
+    }
+
+    /// Sets a limit on key length in characters.
+    #[must_use]
+    pub const fn max_key_chars(mut self, chars: Option<usize>) -> Self {
+        self.max_key_chars = chars;
+        self
+    }
+}
+
 /// What a store is and what it can do. Capabilities gate behaviour and the conformance suite.
+///
+/// In JSON (the HTTP API) the capabilities are fields of the info itself:
+/// `{"id": "app:cache", "backend": "memory", …, "versioned": true, "max_value_size": 1048576}`.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreInfo {
     /// The store's id (`namespace:name` when built from a registry).
@@ -268,12 +378,26 @@ pub struct StoreInfo {
     pub consistency: Consistency,
     /// Whether data survives a restart.
     pub durable: bool,
-    /// Whether [`list`](crate::Store::list) is offered.
-    pub list: bool,
-    /// Whether entries carry versions (`IfVersion` needs it).
-    pub versioned: bool,
-    /// Whether `IfAbsent` (and, with `versioned`, `IfVersion`) is offered.
-    pub conditional_put: bool,
-    /// Whether TTLs are honoured.
-    pub ttl: bool,
+    /// What it can do and its limits.
+    #[serde(flatten)]
+    pub capabilities: Capabilities,
+}
+
+impl StoreInfo {
+    /// The info of store `id`.
+    pub fn new(
+        id: impl Into<String>,
+        backend: Backend,
+        consistency: Consistency,
+        durable: bool,
+        capabilities: Capabilities,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            backend,
+            consistency,
+            durable,
+            capabilities,
+        }
+    }
 }

@@ -46,7 +46,7 @@ impl Default for Limits {
         Self {
             max_size: DEFAULT_MAX_SIZE,
             cleanup_interval: DEFAULT_CLEANUP_INTERVAL,
-            max_value_size: store_core::validate::DEFAULT_MAX_VALUE_SIZE,
+            max_value_size: store_core::backend::validate::DEFAULT_MAX_VALUE_SIZE,
             max_bytes: None,
         }
     }
@@ -68,10 +68,12 @@ impl MemoryConfig {
             n if n < 0 => {
                 return Err(Error::invalid(format!(
                     "max_size {n}: must not be negative (0 means the default, {DEFAULT_MAX_SIZE})"
-                )));
+                ))
+                .with_field("max_size"));
             }
             n => usize::try_from(n).map_err(|_| {
                 Error::invalid(format!("max_size {n}: too large for this platform"))
+                    .with_field("max_size")
             })?,
         };
         let cleanup_interval = match self.cleanup_interval {
@@ -80,15 +82,17 @@ impl MemoryConfig {
             Some(HumanDuration(d)) => d,
         };
         let max_value_size = match self.max_value_size {
-            None | Some(0) => store_core::validate::DEFAULT_MAX_VALUE_SIZE,
+            None | Some(0) => store_core::backend::validate::DEFAULT_MAX_VALUE_SIZE,
             Some(n) => usize::try_from(n).map_err(|_| {
                 Error::invalid(format!("max_value_size {n}: too large for this platform"))
+                    .with_field("max_value_size")
             })?,
         };
         let max_bytes = match self.max_bytes {
             None | Some(0) => None,
             Some(n) => Some(usize::try_from(n).map_err(|_| {
                 Error::invalid(format!("max_bytes {n}: too large for this platform"))
+                    .with_field("max_bytes")
             })?),
         };
         Ok(Limits {

@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use store_core::backend::{Periodic, owned, owned_slice, validate};
 use store_core::{
-    Backend, Clock, Condition, Consistency, Entry, Error, ListOptions, Page, Periodic, PutOptions,
-    Result, SharedClock, Store, StoreInfo, Usage,
-    backend::{owned, owned_slice},
-    from_millis, system_clock, validate,
+    Backend, Capabilities, Clock, Condition, Consistency, Entry, Error, Lifecycle, ListOptions,
+    Page, PutOptions, Result, SharedClock, Store, StoreInfo, Usage, from_millis, system_clock,
 };
 
 use crate::config::{Limits, MemoryConfig};
@@ -211,6 +210,11 @@ struct Written {
 }
 
 impl Inner {
+    /// Everything offered; values up to the configured limit.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new().max_value_size(self.limits.max_value_size)
+    }
+
     fn shard_index(&self, key: &str) -> usize {
         // The shard hasher is seeded per store, so a client cannot aim many keys at one shard.
         let hash = self.shard_hasher.hash_one(key);
@@ -564,15 +568,24 @@ impl MemoryStore {
         ttl: Option<Duration>,
         c: Condition,
     ) -> Result<Option<u64>> {
-        validate::put(
-            key,
-            value.len(),
-            ttl,
-            c,
-            self.inner.limits.max_value_size,
-            true,
-            true,
-        )
+        validate::put(&self.inner.capabilities(), key, value.len(), ttl, c)
+    }
+}
+
+/// What a registry drives: the cleanup timer starts and stops; closing stops it too (the data
+/// lives as long as the store).
+#[async_trait]
+impl Lifecycle for MemoryStore {
+    async fn start(&self) -> Result<()> {
+        MemoryStore::start(self)
+    }
+
+    async fn stop(&self) {
+        MemoryStore::stop(self);
+    }
+
+    async fn close(&self) {
+        MemoryStore::stop(self);
     }
 }
 
@@ -707,16 +720,13 @@ impl Store for MemoryStore {
     }
 
     fn info(&self) -> StoreInfo {
-        StoreInfo {
-            id: self.inner.id.clone(),
-            backend: Backend::Memory,
-            consistency: Consistency::Local,
-            durable: false,
-            list: true,
-            versioned: true,
-            conditional_put: true,
-            ttl: true,
-        }
+        StoreInfo::new(
+            self.inner.id.clone(),
+            Backend::Memory,
+            Consistency::Local,
+            false,
+            self.inner.capabilities(),
+        )
     }
 
     fn usage(&self) -> Option<Usage> {

@@ -160,7 +160,7 @@ fn validate(config: &PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match node.load_registry(&Registry::builder()) {
+    match node.load_registry(Registry::builder()) {
         Ok(registry) => {
             println!("ok: {} (listen on {})", config.display(), node.bind);
             for entry in registry.entries() {
@@ -168,7 +168,10 @@ fn validate(config: &PathBuf) -> ExitCode {
                     || "database".to_owned(),
                     |s| {
                         let i = s.info();
-                        format!("{} {}, versioned={}", i.backend, i.consistency, i.versioned)
+                        format!(
+                            "{} {}, versioned={}",
+                            i.backend, i.consistency, i.capabilities.versioned
+                        )
                     },
                 );
                 println!(

@@ -23,7 +23,7 @@ use store_core::{
 /// What every handler shares.
 struct App {
     registry: Registry,
-    /// Largest value per store id.
+    /// Largest value per store id, from each store's capabilities.
     limits: HashMap<String, usize>,
     /// The bearer token clients must send, if any.
     token: Option<String>,
@@ -143,9 +143,11 @@ async fn get_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
         .await
         .map_err(|e| app.failed(&id, e))?;
     let Some(entry) = entry else {
-        return Err(
-            Error::not_found(format!("key {}: absent", store_core::validate::quote(&key))).into(),
-        );
+        return Err(Error::not_found(format!(
+            "key {}: absent",
+            store_core::backend::validate::quote(&key)
+        ))
+        .into());
     };
     let mut headers = HeaderMap::new();
     headers.insert("x-store-version", HeaderValue::from(entry.version));
@@ -224,7 +226,7 @@ async fn put_key(
         .limits
         .get(&id)
         .copied()
-        .unwrap_or(store_core::validate::DEFAULT_MAX_VALUE_SIZE);
+        .unwrap_or_else(|| store.info().capabilities.max_value_size);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -419,7 +421,7 @@ async fn shutdown_signal() {
 /// stops timers and closes databases.
 pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::Result<()> {
     let registry = config
-        .load_registry(&Registry::builder())
+        .load_registry(Registry::builder().node(config.context()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = match &config.http.token_env {
         Some(var) => Some(
@@ -432,10 +434,14 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         ),
         None => None,
     };
+    // Read once from each store's capabilities: the body limit of every PUT.
     let limits = registry
         .entries()
-        .filter(|e| e.store().is_some())
-        .map(|e| (e.id.clone(), e.max_value_size()))
+        .filter_map(|e| e.store())
+        .map(|s| {
+            let info = s.info();
+            (info.id, info.capabilities.max_value_size)
+        })
         .collect();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;

@@ -125,15 +125,17 @@ impl SqlStoreConfig {
                 .iter()
                 .find(|(_, n)| n.eq_ignore_ascii_case(name))
             {
-                return Err(Error::invalid(format!(
-                    "{field} {name:?}: same column as {other}"
-                )));
+                return Err(
+                    Error::invalid(format!("{field} {name:?}: same column as {other}"))
+                        .with_field(*field),
+                );
             }
         }
         let max_value_size = match self.max_value_size {
-            None | Some(0) => store_core::validate::DEFAULT_MAX_VALUE_SIZE,
+            None | Some(0) => store_core::backend::validate::DEFAULT_MAX_VALUE_SIZE,
             Some(n) => usize::try_from(n).map_err(|_| {
                 Error::invalid(format!("max_value_size {n}: too large for this platform"))
+                    .with_field("max_value_size")
             })?,
         };
         Ok(Checked {
@@ -230,9 +232,12 @@ impl PostgresConfig {
                 Error::invalid(format!(
                     "url_env {var:?}: environment variable is not set (or not UTF-8)"
                 ))
+                .with_field("url_env")
             }),
-            (Some(_), Some(_)) => Err(Error::invalid("url and url_env: give only one")),
-            (None, None) => Err(Error::invalid("url: missing (or give url_env)")),
+            (Some(_), Some(_)) => {
+                Err(Error::invalid("url and url_env: give only one").with_field("url"))
+            }
+            (None, None) => Err(Error::invalid("url: missing (or give url_env)").with_field("url")),
         }
     }
 }

@@ -134,8 +134,12 @@ const RESERVED: &[&str] = &[
 /// Checks that `value` (the value of config field `field`) is a safe identifier: at most 63
 /// characters matching `^[a-zA-Z][a-zA-Z0-9_]*$` and not a reserved word.
 pub(crate) fn check(field: &str, value: &str) -> Result<()> {
+    check_value(field, value).map_err(|e| e.with_field(field))
+}
+
+fn check_value(field: &str, value: &str) -> Result<()> {
     const PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9_]*$";
-    let shown = store_core::validate::quote(value);
+    let shown = store_core::backend::validate::quote(value);
     if value.is_empty() {
         return Err(Error::invalid(format!("{field}: must not be empty")));
     }

@@ -106,9 +106,9 @@ impl PostgresEngine {
     pub(crate) fn new(config: &PostgresConfig) -> Result<Self> {
         let url = config.resolve_url()?;
         let shown = redact_url(&url);
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|_| Error::invalid(format!("url {shown:?}: not a PostgreSQL URL")))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|_| {
+            Error::invalid(format!("url {shown:?}: not a PostgreSQL URL")).with_field("url")
+        })?;
         let connect_timeout = config
             .connect_timeout
             .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from);
@@ -125,7 +125,8 @@ impl PostgresEngine {
                     "statement_timeout {}: at most {} (PostgreSQL's limit)",
                     store_core::format_duration(d),
                     store_core::format_duration(MAX_STATEMENT_TIMEOUT)
-                )));
+                ))
+                .with_field("statement_timeout"));
             }
             Some(d) => d,
         };

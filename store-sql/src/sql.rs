@@ -10,7 +10,18 @@ pub(crate) enum Dialect {
     Postgres,
 }
 
+/// PostgreSQL's key column is `VARCHAR(255)`: keys of up to 255 characters.
+const POSTGRES_KEY_CHARS: usize = 255;
+
 impl Dialect {
+    /// The key column's limit in characters, where the schema has one below 1024 bytes.
+    pub(crate) fn max_key_chars(self) -> Option<usize> {
+        match self {
+            Self::Sqlite => None,
+            Self::Postgres => Some(POSTGRES_KEY_CHARS),
+        }
+    }
+
     /// The `n`th (1-based) parameter placeholder.
     fn p(self, n: usize) -> String {
         match self {
@@ -193,7 +204,10 @@ impl Statements {
 
         let (key_type, blob) = match d {
             Dialect::Sqlite => ("TEXT".to_owned(), "BLOB"),
-            Dialect::Postgres => ("VARCHAR(255) COLLATE \"C\"".to_owned(), "BYTEA"),
+            Dialect::Postgres => (
+                format!("VARCHAR({POSTGRES_KEY_CHARS}) COLLATE \"C\""),
+                "BYTEA",
+            ),
         };
         let ver_def = r
             .as_ref()

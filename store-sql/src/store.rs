@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use store_core::backend::{Periodic, validate};
 use store_core::{
-    Backend, Condition, Consistency, Entry, Error, ListOptions, Page, Periodic, PutOptions, Result,
-    SharedClock, Store, StoreInfo, from_millis, system_clock, validate,
+    Backend, Capabilities, Condition, Consistency, Entry, Error, Lifecycle, ListOptions, Page,
+    PutOptions, Result, SharedClock, Store, StoreInfo, from_millis, system_clock,
 };
 use tokio::sync::OnceCell;
 
@@ -78,6 +79,7 @@ struct Inner {
     clock: SharedClock,
     ready: OnceCell<()>,
     cleanup: Periodic,
+    capabilities: Capabilities,
 }
 
 impl fmt::Debug for SqlStore {
@@ -127,7 +129,12 @@ impl SqlStoreBuilder {
             expires: &c.expire_column_name,
             version: c.version_column_name.as_deref(),
         };
-        let statements = Arc::new(Statements::new(self.db.engine.dialect(), &names));
+        let dialect = self.db.engine.dialect();
+        let statements = Arc::new(Statements::new(dialect, &names));
+        let capabilities = Capabilities::new()
+            .versioned(statements.versioned)
+            .max_value_size(checked.max_value_size)
+            .max_key_chars(dialect.max_key_chars());
         Ok(SqlStore {
             inner: Arc::new(Inner {
                 id: self.id.unwrap_or_else(|| c.table_name.clone()),
@@ -139,6 +146,7 @@ impl SqlStoreBuilder {
                 clock: self.clock,
                 ready: OnceCell::new(),
                 cleanup: Periodic::new(),
+                capabilities,
             }),
         })
     }
@@ -243,15 +251,7 @@ impl SqlStore {
         ttl: Option<Duration>,
         condition: Condition,
     ) -> Result<Option<u64>> {
-        validate::put(
-            key,
-            value.len(),
-            ttl,
-            condition,
-            self.inner.checked.max_value_size,
-            true,
-            self.inner.statements.versioned,
-        )
+        validate::put(&self.inner.capabilities, key, value.len(), ttl, condition)
     }
 
     async fn write(
@@ -382,16 +382,13 @@ impl Store for SqlStore {
     }
 
     fn info(&self) -> StoreInfo {
-        StoreInfo {
-            id: self.inner.id.clone(),
-            backend: Backend::Sql,
-            consistency: Consistency::Local,
-            durable: true,
-            list: true,
-            versioned: self.inner.statements.versioned,
-            conditional_put: true,
-            ttl: true,
-        }
+        StoreInfo::new(
+            self.inner.id.clone(),
+            Backend::Sql,
+            Consistency::Local,
+            true,
+            self.inner.capabilities,
+        )
     }
 }
 
@@ -408,5 +405,31 @@ impl SqlStore {
     async fn entry_row(&self, key: &str) -> Result<Option<Row>> {
         let (engine, statements, now) = self.keyed(key).await?;
         engine.get(statements, key, now).await
+    }
+}
+
+/// A database is a shared resource: started before the stores that use it (it connects on first
+/// use, so starting does nothing), closed after them.
+#[async_trait]
+impl Lifecycle for SqlDatabase {
+    async fn close(&self) {
+        SqlDatabase::close(self).await;
+    }
+}
+
+/// Starting creates the table (with `create_table`) and starts the cleanup timer; stopping and
+/// closing stop the timer. The connections belong to the [`SqlDatabase`], closed by its owner.
+#[async_trait]
+impl Lifecycle for SqlStore {
+    async fn start(&self) -> Result<()> {
+        SqlStore::start(self).await
+    }
+
+    async fn stop(&self) {
+        SqlStore::stop(self);
+    }
+
+    async fn close(&self) {
+        SqlStore::stop(self);
     }
 }

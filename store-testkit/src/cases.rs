@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use store_core::backend::validate;
 use store_core::{
     Clock, Entry, ErrorKind, ListOptions, Page, PutOptions, Result, Store, StoreExt, from_millis,
-    validate,
 };
 
 use crate::Harness;
@@ -94,20 +94,20 @@ fn sorted(names: &[&str]) -> Vec<String> {
 }
 
 fn is_versioned<S: Store>(s: &S) -> bool {
-    s.info().versioned
+    s.info().capabilities.versioned
 }
 
 fn can_if_absent<S: Store>(s: &S) -> bool {
-    s.info().conditional_put
+    s.info().capabilities.conditional_put
 }
 
 fn can_if_version<S: Store>(s: &S) -> bool {
     let info = s.info();
-    info.conditional_put && info.versioned
+    info.capabilities.conditional_put && info.capabilities.versioned
 }
 
 fn list_gate<S: Store>(s: &S, case: &str) -> bool {
-    if s.info().list {
+    if s.info().capabilities.list {
         true
     } else {
         skipped(case, "store does not offer list");
@@ -139,7 +139,7 @@ pub async fn expired_key_is_absent_to_every_read<S: Store>(s: S, h: Harness) {
     assert_eq!(ok(s.get("k").await), None);
     assert!(!ok(s.has("k").await));
     assert_eq!(ok(s.entry("k").await), None);
-    if s.info().list {
+    if s.info().capabilities.list {
         let page = ok(s.list(ListOptions::new()).await);
         assert_eq!(keys(&page), ["other"]);
     }
@@ -270,8 +270,8 @@ pub async fn empty_key_is_invalid<S: Store>(s: S, _h: Harness) {
     every_method_rejects(&s, "").await;
 }
 
-pub async fn key_length_limit_is_1024_bytes<S: Store>(s: S, h: Harness) {
-    if let Some(chars) = h.key_chars_limit() {
+pub async fn key_length_limit_is_1024_bytes<S: Store>(s: S, _h: Harness) {
+    if let Some(chars) = s.info().capabilities.max_key_chars {
         // The schema allows fewer characters: its limit holds, one more is Invalid.
         let longest = "k".repeat(chars);
         ok(s.set(&longest, b("v"), None).await);
@@ -300,7 +300,7 @@ pub async fn key_with_nul_is_invalid<S: Store>(s: S, _h: Harness) {
     every_method_rejects(&s, "\0").await;
 }
 
-pub async fn multibyte_keys_round_trip<S: Store>(s: S, h: Harness) {
+pub async fn multibyte_keys_round_trip<S: Store>(s: S, _h: Harness) {
     // NFC and NFD forms of "é" are different keys: keys are opaque bytes.
     let names = [
         "ключ",
@@ -318,15 +318,15 @@ pub async fn multibyte_keys_round_trip<S: Store>(s: S, h: Harness) {
         assert_eq!(ok(s.get(k).await), Some(b(&format!("value of {k}"))), "{k}");
     }
     // 256 × 4 bytes = exactly 1024 bytes (or as many as the schema's character limit allows).
-    let full = "🔑".repeat(h.key_chars_limit().unwrap_or(256).min(256));
+    let full = "🔑".repeat(s.info().capabilities.max_key_chars.unwrap_or(256).min(256));
     ok(s.set(&full, b("v"), None).await);
     assert_eq!(ok(s.get(&full).await), Some(b("v")));
     assert_eq!(ok(s.get(":lead").await), Some(b("value of :lead")));
     assert_eq!(ok(s.get("lead").await), None, "no key splitting at ':'");
 }
 
-pub async fn value_size_limit_is_enforced<S: Store>(s: S, h: Harness) {
-    let limit = h.max_value_size();
+pub async fn value_size_limit_is_enforced<S: Store>(s: S, _h: Harness) {
+    let limit = s.info().capabilities.max_value_size;
     let at_limit = Bytes::from(vec![7u8; limit]);
     ok(s.set("k", at_limit.clone(), None).await);
     assert_eq!(ok(s.get("k").await).map(|v| v.len()), Some(limit));
@@ -369,13 +369,13 @@ pub async fn rejected_calls_change_nothing<S: Store>(s: S, _h: Harness) {
     ok(s.set("k", b("original"), Some(secs(60))).await);
     ok(s.set("other", b("x"), None).await);
     let before = ok(s.entry("k").await);
-    let listed_before = if s.info().list {
+    let listed_before = if s.info().capabilities.list {
         Some(all_entries(&s).await)
     } else {
         None
     };
 
-    let big = Bytes::from(vec![0u8; crate::Harness::new().max_value_size() + 1]);
+    let big = Bytes::from(vec![0u8; s.info().capabilities.max_value_size + 1]);
     assert!(s.set("k", big.clone(), None).await.is_err());
     assert!(s.put("k", big, PutOptions::new()).await.is_err());
     let forever = validate::MAX_TTL * 2;
@@ -436,7 +436,7 @@ pub async fn special_characters_round_trip<S: Store>(s: S, _h: Harness) {
     for k in names {
         assert_eq!(ok(s.get(k).await), Some(binary.clone()), "key {k:?}");
     }
-    if s.info().list {
+    if s.info().capabilities.list {
         let listed: Vec<String> = all_entries(&s).await.into_iter().map(|e| e.key).collect();
         assert_eq!(listed, sorted(&names));
     }
@@ -961,9 +961,12 @@ pub async fn info_is_coherent<S: Store>(s: S, _h: Harness) {
     let info = s.info();
     assert_eq!(info, s.info(), "info is stable");
     assert!(!info.id.is_empty(), "a store has an id");
-    assert!(info.ttl, "every backend of this family honours TTLs");
+    assert!(
+        info.capabilities.ttl,
+        "every backend of this family honours TTLs"
+    );
     let e = ok(s.put("k", b("v"), PutOptions::new()).await);
-    assert_eq!(e.version == 0, !info.versioned);
+    assert_eq!(e.version == 0, !info.capabilities.versioned);
 }
 
 pub async fn usage_counts_keys_and_values<S: Store>(s: S, _h: Harness) {

@@ -22,29 +22,46 @@ pub mod bench;
 pub mod cases;
 pub mod model;
 
+use std::any::Any;
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use store_core::{ManualClock, SharedClock, Store, validate};
+use store_core::{ManualClock, SharedClock, Store};
 
 /// 2026-01-01T00:00:00Z: where every harness clock starts, so runs are reproducible.
 pub const START_MS: u64 = 1_767_225_600_000;
 
-/// What a case gets besides the store: the manual clock the store reads, and the limits the
-/// factory was asked to honour.
-#[derive(Debug, Clone)]
+/// What a case gets besides the store: the manual clock the store reads.
+///
+/// A store in another process (a node over HTTP) follows the clock through a hook:
+/// [`Harness::on_advance`] is called with every [`Harness::advance`], and [`Harness::keep`]
+/// holds whatever must live as long as the case (the node process).
+#[derive(Clone)]
 pub struct Harness {
     clock: ManualClock,
-    max_value_size: usize,
-    key_chars_limit: Option<usize>,
+    remote: Arc<Mutex<Remote>>,
+}
+
+type AdvanceHook = Box<dyn Fn(Duration) + Send + Sync>;
+
+#[derive(Default)]
+struct Remote {
+    on_advance: Option<AdvanceHook>,
+    kept: Vec<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("now_ms", &store_core::Clock::now_ms(&self.clock))
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a backend adopts the suite, beyond its factory.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
-    /// A schema limit on key length in characters below the 1024-byte rule (PostgreSQL's
-    /// `VARCHAR(255)`): keys up to it must work, longer ones must be `Invalid`.
-    pub key_chars_limit: Option<usize>,
     /// Returns why the backend cannot be tested here (each test then prints one `SKIPPED` line
     /// and passes), or `None` to run.
     pub skip: Option<fn() -> Option<String>>,
@@ -59,21 +76,10 @@ impl Default for Harness {
 impl Harness {
     /// A harness whose clock reads [`START_MS`].
     pub fn new() -> Self {
-        Self::with_options(Options::default())
-    }
-
-    /// A harness for a backend adopted with `options`.
-    pub fn with_options(options: Options) -> Self {
         Self {
             clock: ManualClock::at_millis(START_MS),
-            max_value_size: validate::DEFAULT_MAX_VALUE_SIZE,
-            key_chars_limit: options.key_chars_limit,
+            remote: Arc::default(),
         }
-    }
-
-    /// The store's schema limit on key length in characters, if it has one below 1024 bytes.
-    pub fn key_chars_limit(&self) -> Option<usize> {
-        self.key_chars_limit
     }
 
     /// The manual clock.
@@ -86,14 +92,28 @@ impl Harness {
         self.clock.shared()
     }
 
-    /// The value size limit the store must have (the default, 1 MiB).
-    pub fn max_value_size(&self) -> usize {
-        self.max_value_size
-    }
-
-    /// Moves the clock forward.
+    /// Moves the clock forward, and the remote store's clock with it (see
+    /// [`Harness::on_advance`]).
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
+        if let Some(hook) = &self.remote().on_advance {
+            hook(by);
+        }
+    }
+
+    /// Calls `hook` with every [`Harness::advance`]: how a store in another process, whose clock
+    /// the test controls, follows this one. The hook must return only once that clock moved.
+    pub fn on_advance(&self, hook: impl Fn(Duration) + Send + Sync + 'static) {
+        self.remote().on_advance = Some(Box::new(hook));
+    }
+
+    /// Keeps `guard` alive as long as the case runs (a node process the store talks to).
+    pub fn keep(&self, guard: impl Any + Send + Sync) {
+        self.remote().kept.push(Box::new(guard));
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+        self.remote.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -117,7 +137,7 @@ where
         return loud_skip(name, &why);
     }
     runtime.block_on(async {
-        let harness = Harness::with_options(options);
+        let harness = Harness::new();
         let store = factory(harness.clone()).await;
         case(store, harness).await;
     });

@@ -8,8 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use store_core::backend::validate;
 use store_core::{
-    Condition, Entry, ErrorKind, ListOptions, PutOptions, Store, StoreInfo, from_millis, validate,
+    Condition, Entry, ErrorKind, ListOptions, PutOptions, Store, StoreInfo, from_millis,
 };
 
 use crate::Harness;
@@ -150,7 +151,7 @@ impl Model {
         written: &Entry,
         deadline: Option<u64>,
     ) -> Result<(), TestCaseError> {
-        if self.info.versioned {
+        if self.info.capabilities.versioned {
             let last = self.last_version.get(k).copied().unwrap_or(0);
             prop_assert!(
                 written.version > last,
@@ -231,8 +232,13 @@ async fn check<S: Store>(store: S, harness: Harness, ops: Vec<Op>) -> Result<(),
                 };
                 let expected: Option<ErrorKind> = match condition {
                     Condition::IfVersion(0) => Some(ErrorKind::Invalid),
-                    Condition::IfAbsent if !m.info.conditional_put => Some(ErrorKind::Unsupported),
-                    Condition::IfVersion(_) if !(m.info.conditional_put && m.info.versioned) => {
+                    Condition::IfAbsent if !m.info.capabilities.conditional_put => {
+                        Some(ErrorKind::Unsupported)
+                    }
+                    Condition::IfVersion(_)
+                        if !(m.info.capabilities.conditional_put
+                            && m.info.capabilities.versioned) =>
+                    {
                         Some(ErrorKind::Unsupported)
                     }
                     Condition::IfAbsent if current.is_some() => Some(ErrorKind::AlreadyExists),
@@ -264,7 +270,7 @@ async fn check<S: Store>(store: S, harness: Harness, ops: Vec<Op>) -> Result<(),
                 after,
                 limit,
             } => {
-                if !m.info.list {
+                if !m.info.capabilities.list {
                     continue;
                 }
                 let mut options = ListOptions::new().prefix(prefix);
@@ -331,7 +337,7 @@ where
     let strategy = prop::collection::vec(op(), 1..60);
     let result = runner.run(&strategy, |ops| {
         runtime.block_on(async {
-            let harness = Harness::with_options(options);
+            let harness = Harness::new();
             let store = factory(harness.clone()).await;
             check(store, harness, ops).await
         })

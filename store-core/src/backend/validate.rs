@@ -1,11 +1,11 @@
-//! Argument checks shared by every backend (SPEC §2–§3). Each backend calls these first, before
-//! any work, so a rejected call changes nothing.
+//! Argument checks shared by every backend. Each backend calls these first, before any work, so a
+//! rejected call changes nothing.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::types::{Condition, ListOptions};
+use crate::types::{Capabilities, Condition, ListOptions};
 
 /// Longest key, in UTF-8 bytes.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -20,12 +20,16 @@ pub const MAX_LIST_LIMIT: usize = 1000;
 
 /// Checks a key: 1..=1024 UTF-8 bytes without NUL.
 pub fn key(key: &str) -> Result<()> {
+    key_within(key, MAX_KEY_LEN)
+}
+
+fn key_within(key: &str, max_len: usize) -> Result<()> {
     if key.is_empty() {
         return Err(Error::invalid("key: must not be empty"));
     }
-    if key.len() > MAX_KEY_LEN {
+    if key.len() > max_len {
         return Err(Error::invalid(format!(
-            "key {}: {} bytes, limit {MAX_KEY_LEN}",
+            "key {}: {} bytes, limit {max_len}",
             quote(key),
             key.len()
         )));
@@ -35,6 +39,22 @@ pub fn key(key: &str) -> Result<()> {
             "key {}: contains NUL at byte {at}",
             quote(key)
         )));
+    }
+    Ok(())
+}
+
+/// Checks a key a store with `caps` is asked to write: [`key`], then the store's own limits in
+/// bytes and characters.
+pub fn key_for(caps: &Capabilities, k: &str) -> Result<()> {
+    key_within(k, caps.max_key_len.min(MAX_KEY_LEN))?;
+    if let Some(limit) = caps.max_key_chars {
+        let chars = k.chars().count();
+        if chars > limit {
+            return Err(Error::invalid(format!(
+                "key {}: {chars} characters, limit {limit}",
+                quote(k)
+            )));
+        }
     }
     Ok(())
 }
@@ -73,38 +93,39 @@ pub fn is_live(deadline: Option<u64>, now_ms: u64) -> bool {
     deadline.is_none_or(|d| now_ms < d)
 }
 
-/// Checks that a store with these capabilities can honour `condition`: `IfVersion(0)` is
-/// `Invalid`; `IfAbsent` needs `conditional_put`; `IfVersion` needs it and `versioned`.
-pub fn condition(condition: Condition, conditional_put: bool, versioned: bool) -> Result<()> {
+/// Checks that a store with `caps` can honour `condition`: `IfVersion(0)` is `Invalid`;
+/// `IfAbsent` needs `conditional_put`; `IfVersion` needs it and `versioned`.
+pub fn condition(caps: &Capabilities, condition: Condition) -> Result<()> {
     match condition {
         Condition::Always => Ok(()),
         Condition::IfVersion(0) => Err(Error::invalid(
             "condition IfVersion(0): versions start at 1; 0 means unversioned",
         )),
-        Condition::IfAbsent if !conditional_put => Err(Error::unsupported(
+        Condition::IfAbsent if !caps.conditional_put => Err(Error::unsupported(
             "condition IfAbsent: this store does not offer conditional puts",
         )),
-        Condition::IfVersion(v) if !(conditional_put && versioned) => Err(Error::unsupported(
-            format!("condition IfVersion({v}): this store does not keep versions"),
-        )),
+        Condition::IfVersion(v) if !(caps.conditional_put && caps.versioned) => {
+            Err(Error::unsupported(format!(
+                "condition IfVersion({v}): this store does not keep versions"
+            )))
+        }
         Condition::IfAbsent | Condition::IfVersion(_) => Ok(()),
     }
 }
 
-/// Checks every argument of a `put`/`set` and returns its TTL in milliseconds.
+/// Checks every argument of a `put`/`set` against the store's capabilities and returns its TTL
+/// in milliseconds.
 pub fn put(
+    caps: &Capabilities,
     k: &str,
     value_len: usize,
     ttl_arg: Option<Duration>,
     cond: Condition,
-    max_value_size: usize,
-    conditional_put: bool,
-    versioned: bool,
 ) -> Result<Option<u64>> {
-    key(k)?;
-    value(value_len, max_value_size)?;
+    key_for(caps, k)?;
+    value(value_len, caps.max_value_size)?;
     let ttl_ms = ttl(ttl_arg)?;
-    condition(cond, conditional_put, versioned)?;
+    condition(caps, cond)?;
     Ok(ttl_ms)
 }
 
@@ -202,26 +223,41 @@ mod tests {
 
     #[test]
     fn conditions() {
-        assert!(condition(Condition::Always, false, false).is_ok());
+        let all = Capabilities::new();
+        let none = all.conditional_put(false).versioned(false);
+        assert!(condition(&none, Condition::Always).is_ok());
+        let kind = |caps: &Capabilities, c| condition(caps, c).unwrap_err().kind();
+        assert_eq!(kind(&all, Condition::IfVersion(0)), ErrorKind::Invalid);
         assert_eq!(
-            condition(Condition::IfVersion(0), true, true)
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Invalid
-        );
-        assert_eq!(
-            condition(Condition::IfAbsent, false, true)
-                .unwrap_err()
-                .kind(),
+            kind(&all.conditional_put(false), Condition::IfAbsent),
             ErrorKind::Unsupported
         );
         assert_eq!(
-            condition(Condition::IfVersion(3), true, false)
-                .unwrap_err()
-                .kind(),
+            kind(&all.versioned(false), Condition::IfVersion(3)),
             ErrorKind::Unsupported
         );
-        assert!(condition(Condition::IfVersion(3), true, true).is_ok());
+        assert!(condition(&all, Condition::IfVersion(3)).is_ok());
+    }
+
+    #[test]
+    fn a_store_limits_keys_and_values_by_its_capabilities() {
+        let caps = Capabilities::new()
+            .max_key_len(8)
+            .max_key_chars(Some(3))
+            .max_value_size(2);
+        assert!(put(&caps, "abc", 2, None, Condition::Always).is_ok());
+        let e = put(&caps, "abcd", 0, None, Condition::Always).unwrap_err();
+        assert!(e.message().contains("4 characters, limit 3"), "{e}");
+        let e = put(&caps, "ééééé", 0, None, Condition::Always).unwrap_err();
+        assert!(e.message().contains("10 bytes, limit 8"), "{e}");
+        let e = put(&caps, "a", 3, None, Condition::Always).unwrap_err();
+        assert_eq!(e.too_large().map(|t| t.limit), Some(2));
+        // A key within the store's limits still follows the family's rules.
+        assert!(put(&caps, "a\0", 0, None, Condition::Always).is_err());
+        assert_eq!(
+            Capabilities::new().max_key_len(5000).max_key_len,
+            MAX_KEY_LEN
+        );
     }
 
     #[test]

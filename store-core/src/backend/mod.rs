@@ -1,6 +1,15 @@
-//! Helpers for backend authors, not for users of a store.
+//! Helpers for backend authors, not for users of a store: the argument checks every backend
+//! runs first ([`validate`]), the background timer behind `start`/`stop` ([`Periodic`], feature
+//! `tokio`), and buffers a store may keep ([`owned`]).
+
+#[cfg(feature = "tokio")]
+mod periodic;
+pub mod validate;
 
 use bytes::Bytes;
+
+#[cfg(feature = "tokio")]
+pub use periodic::Periodic;
 
 /// `value` as a buffer of its own, exactly its length: what a store that keeps values in memory
 /// must hold.
