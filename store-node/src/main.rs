@@ -13,12 +13,15 @@
 mod client;
 mod failures;
 mod server;
+#[cfg(feature = "test-clock")]
+mod test_clock;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use store_config::{NodeConfig, Registry};
+use store_core::Condition;
 
 #[derive(Parser)]
 #[command(
@@ -148,8 +151,8 @@ enum Command {
     },
 }
 
-fn client(r: &Remote) -> client::Client {
-    client::Client::new(&r.addr, r.token.clone(), r.json)
+fn client(r: &Remote) -> anyhow::Result<client::Cli> {
+    client::Cli::new(&r.addr, r.token.clone(), r.json)
 }
 
 fn validate(config: &PathBuf) -> ExitCode {
@@ -218,16 +221,17 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(server::serve(&node, bind)))
         }
-        Command::Stores(r) => client(&r).stores(),
-        Command::Info { store, remote } => client(&remote).info(&store),
-        Command::Get { store, key, remote } => client(&remote).get(&store, &key),
+        Command::Stores(r) => client(&r).and_then(|c| c.stores()),
+        Command::Info { store, remote } => client(&remote).and_then(|c| c.info(&store)),
+        Command::Get { store, key, remote } => client(&remote).and_then(|c| c.get(&store, &key)),
         Command::Set {
             store,
             key,
             value,
             ttl,
             remote,
-        } => client(&remote).put(&store, &key, value, ttl.as_deref(), None),
+        } => client(&remote)
+            .and_then(|c| c.put(&store, &key, value, ttl.as_deref(), Condition::Always)),
         Command::Put {
             store,
             key,
@@ -238,13 +242,15 @@ fn main() -> ExitCode {
             remote,
         } => {
             let condition = match (if_absent, if_version) {
-                (true, _) => Some("if_absent=true".to_owned()),
-                (false, Some(v)) => Some(format!("if_version={v}")),
-                (false, None) => None,
+                (true, _) => Condition::IfAbsent,
+                (false, Some(v)) => Condition::IfVersion(v),
+                (false, None) => Condition::Always,
             };
-            client(&remote).put(&store, &key, value, ttl.as_deref(), condition)
+            client(&remote).and_then(|c| c.put(&store, &key, value, ttl.as_deref(), condition))
         }
-        Command::Delete { store, key, remote } => client(&remote).delete(&store, &key),
+        Command::Delete { store, key, remote } => {
+            client(&remote).and_then(|c| c.delete(&store, &key))
+        }
         Command::List {
             store,
             prefix,
@@ -252,7 +258,7 @@ fn main() -> ExitCode {
             limit,
             all,
             remote,
-        } => client(&remote).list(&store, prefix.as_deref(), after, limit, all),
+        } => client(&remote).and_then(|c| c.list(&store, prefix.as_deref(), after, limit, all)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

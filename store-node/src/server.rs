@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::failures::FailureLog;
 use anyhow::Context as _;
@@ -21,7 +21,7 @@ use store_core::{
 };
 
 /// What every handler shares.
-struct App {
+pub(crate) struct App {
     registry: Registry,
     /// Largest value per store id, from each store's capabilities.
     limits: HashMap<String, usize>,
@@ -29,6 +29,9 @@ struct App {
     token: Option<String>,
     /// Storage failures logged so far, to log each cause once per window.
     failures: FailureLog,
+    /// The manual clock tests move, in a `test-clock` build started with one.
+    #[cfg(feature = "test-clock")]
+    pub(crate) test_clock: Option<store_core::ManualClock>,
 }
 
 impl App {
@@ -40,8 +43,9 @@ impl App {
 }
 
 /// A store error as an HTTP answer: `{error: {kind, message, retryable, indeterminate}}`;
-/// `indeterminate` is true when a write may or may not have been applied.
-struct ApiError(Error);
+/// `indeterminate` is true when a write may or may not have been applied, and a value over its
+/// store's limit adds `too_large: {size, limit}`.
+pub(crate) struct ApiError(Error);
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -68,14 +72,19 @@ fn status_of(e: &Error) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let e = self.0;
-        let body = json!({
-            "error": {
-                "kind": e.kind().as_str(),
-                "message": e.message(),
-                "retryable": e.retryable(),
-                "indeterminate": e.is_indeterminate(),
-            }
+        let mut error = json!({
+            "kind": e.kind().as_str(),
+            "message": e.message(),
+            "retryable": e.retryable(),
+            "indeterminate": e.is_indeterminate(),
         });
+        if let (Some(t), Some(fields)) = (e.too_large(), error.as_object_mut()) {
+            fields.insert(
+                "too_large".to_owned(),
+                json!({ "size": t.size, "limit": t.limit }),
+            );
+        }
+        let body = json!({ "error": error });
         (status_of(&e), axum::Json(body)).into_response()
     }
 }
@@ -195,25 +204,6 @@ fn flag(name: &str, v: &str) -> Result<bool, Error> {
     }
 }
 
-/// `ttl` as a duration string (`30s`, `1h30m`) or a number of seconds.
-fn ttl_of(text: &str) -> Result<Option<Duration>, Error> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Some(Duration::from_secs(secs)));
-    }
-    if let Ok(secs) = text.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Some(Duration::from_secs_f64(secs)));
-    }
-    store_core::parse_duration(text)
-        .map(Some)
-        .map_err(|e| Error::invalid(format!("ttl: {}", e.message())))
-}
-
 async fn put_key(
     State(app): State<Arc<App>>,
     Query(q): Query<PutQuery>,
@@ -237,7 +227,7 @@ async fn put_key(
     }
     let mut options = PutOptions::new();
     if let Some(ttl) = q.ttl.as_deref() {
-        options = options.with_ttl(ttl_of(ttl)?);
+        options = options.with_ttl(store_client::parse_ttl(ttl)?);
     }
     let if_absent = q
         .if_absent
@@ -382,7 +372,7 @@ async fn log_request(req: Request, next: Next) -> Response {
 }
 
 fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/stores", get(stores))
         .route("/v1/stores/{id}", get(store_info))
@@ -391,7 +381,13 @@ fn router(app: Arc<App>) -> Router {
             "/v1/stores/{id}/keys/{*key}",
             get(get_key).head(head_key).put(put_key).delete(delete_key),
         )
-        .fallback(no_route)
+        .fallback(no_route);
+    #[cfg(feature = "test-clock")]
+    let router = router.route(
+        "/v1/test/clock/advance",
+        axum::routing::post(crate::test_clock::advance),
+    );
+    router
         .layer(middleware::from_fn_with_state(Arc::clone(&app), authorize))
         .layer(middleware::from_fn(log_request))
         .with_state(app)
@@ -420,8 +416,16 @@ async fn shutdown_signal() {
 /// Runs the node until SIGINT or SIGTERM; then stops accepting, finishes requests in flight,
 /// stops timers and closes databases.
 pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::Result<()> {
+    let context = config.context();
+    #[cfg(feature = "test-clock")]
+    let test_clock = crate::test_clock::from_env()?;
+    #[cfg(feature = "test-clock")]
+    let context = match &test_clock {
+        Some(clock) => context.clock(clock.shared()),
+        None => context,
+    };
     let registry = config
-        .load_registry(Registry::builder().node(config.context()))
+        .load_registry(Registry::builder().node(context))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = match &config.http.token_env {
         Some(var) => Some(
@@ -451,6 +455,8 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         limits,
         token,
         failures: FailureLog::default(),
+        #[cfg(feature = "test-clock")]
+        test_clock,
     });
     let addr = bind.unwrap_or_else(|| config.bind.to_string());
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -493,10 +499,6 @@ mod tests {
 
     #[test]
     fn ttls_and_flags() {
-        assert_eq!(ttl_of("30").unwrap(), Some(Duration::from_secs(30)));
-        assert_eq!(ttl_of("1.5").unwrap(), Some(Duration::from_millis(1500)));
-        assert_eq!(ttl_of("1h30m").unwrap(), Some(Duration::from_secs(5400)));
-        assert!(ttl_of("soon").unwrap_err().message().starts_with("ttl: "));
         assert!(flag("if_absent", "").unwrap());
         assert!(flag("if_absent", "maybe").is_err());
     }

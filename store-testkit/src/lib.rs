@@ -21,6 +21,9 @@
 pub mod bench;
 pub mod cases;
 pub mod model;
+mod temp;
+
+pub use temp::TempDir;
 
 use std::any::Any;
 use std::future::Future;

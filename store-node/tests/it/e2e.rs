@@ -1,209 +1,15 @@
 //! End-to-end: the real `store-node` binary on a free port with a temporary data folder, driven
-//! over HTTP and through its CLI. No in-process shortcuts.
-
-// Setup helpers of a test: a failed step is a failed test, with the panic saying where.
-#![allow(clippy::unwrap_used)]
+//! over raw HTTP and through its CLI. No in-process shortcuts.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use store_testkit::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_store-node");
-
-const REGISTRY: &str = "\
-namespace: app
-entries:
-  - name: mem
-    kind: store.memory
-    max_value_size: 1024
-  - name: tiny
-    kind: store.memory
-    max_size: 1
-  - name: db
-    kind: db.sql.sqlite
-    path: ../data/app.db
-  - name: sql
-    kind: store.sql
-    database: db
-    table_name: kv
-    version_column_name: version
-    create_table: true
-    lifecycle:
-      auto_start: true
-  - name: plain
-    kind: store.sql
-    database: db
-    table_name: plain
-    create_table: true
-";
-
-fn temp_dir(name: &str) -> PathBuf {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "e2e-{name}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("registry")).unwrap();
-    dir
-}
-
-/// A running node; killed when dropped.
-struct Node {
-    child: Child,
-    addr: String,
-    dir: PathBuf,
-    token: Option<String>,
-}
-
-impl Node {
-    fn start_in(dir: &Path, http: &str, env: &[(&str, &str)]) -> Node {
-        std::fs::write(
-            dir.join("node.yaml"),
-            format!("data_dir: ./data\n{http}registry:\n  - ./registry\n"),
-        )
-        .unwrap();
-        if !dir.join("registry/app.yaml").exists() {
-            std::fs::write(dir.join("registry/app.yaml"), REGISTRY).unwrap();
-        }
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config"])
-            .arg(dir.join("node.yaml"))
-            .args(["--bind", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node printed no `listening on` line within 30 s");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-            .to_owned();
-        let token = env
-            .iter()
-            .find(|(k, _)| *k == "E2E_TOKEN")
-            .map(|(_, v)| (*v).to_owned());
-        Node {
-            child,
-            addr,
-            dir: dir.to_path_buf(),
-            token,
-        }
-    }
-
-    fn start(name: &str) -> Node {
-        Node::start_in(&temp_dir(name), "", &[])
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
-        call(&self.url(path), method, body, self.token.as_deref())
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args).args(["--addr", &self.addr]);
-        if let Some(t) = &self.token {
-            cmd.env("STORE_TOKEN", t);
-        }
-        cmd.output().unwrap()
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `(kind, retryable)` of an error answer.
-    fn error(&self) -> (String, bool) {
-        let v = self.json();
-        (
-            v["error"]["kind"].as_str().unwrap_or("").to_owned(),
-            v["error"]["retryable"].as_bool().unwrap_or(false),
-        )
-    }
-}
-
-fn call(url: &str, method: &str, body: Option<&[u8]>, token: Option<&str>) -> Reply {
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let mut req = ureq::http::Request::builder().method(method).uri(url);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let response = match body {
-        Some(b) => agent.run(req.body(b.to_vec()).unwrap()),
-        None => agent.run(req.body(()).unwrap()),
-    }
-    .unwrap();
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = response.into_body().read_to_vec().unwrap_or_default();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
+use crate::{BIN, Node, call};
 
 #[test]
 fn every_route_and_status_on_memory_and_sqlite() {
@@ -428,7 +234,13 @@ fn cli_commands_and_list_all_follow_cursors() {
     assert!(!conflict.status.success());
     assert!(String::from_utf8_lossy(&conflict.stderr).contains("AlreadyExists"));
     let stdin_put = Command::new(BIN)
-        .args(["set", "app:mem", "from-stdin", "--addr", &node.addr])
+        .args([
+            "set",
+            "app:mem",
+            "from-stdin",
+            "--addr",
+            node.process.addr(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -452,9 +264,9 @@ fn cli_commands_and_list_all_follow_cursors() {
 
 #[test]
 fn a_token_is_required_when_configured() {
-    let dir = temp_dir("token");
+    let dir = TempDir::new("token");
     let node = Node::start_in(
-        &dir,
+        dir.path(),
         "http:\n  token_env: E2E_TOKEN\n",
         &[("E2E_TOKEN", "s3cret")],
     );
@@ -474,7 +286,7 @@ fn a_token_is_required_when_configured() {
 
 #[test]
 fn a_non_loopback_bind_without_a_token_is_refused() {
-    let dir = temp_dir("exposed");
+    let dir = TempDir::new("exposed");
     std::fs::write(
         dir.join("node.yaml"),
         "http:\n  bind: 0.0.0.0:0\nregistry: []\n",
@@ -492,7 +304,7 @@ fn a_non_loopback_bind_without_a_token_is_refused() {
 #[test]
 fn graceful_shutdown_finishes_the_request_in_flight() {
     let node = Node::start("graceful");
-    let mut stream = TcpStream::connect(&node.addr).unwrap();
+    let mut stream = TcpStream::connect(node.process.addr()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -507,36 +319,20 @@ fn graceful_shutdown_finishes_the_request_in_flight() {
     while node.call("GET", "/v1/health", None).status != 200 {
         assert!(Instant::now() < deadline);
     }
-    node.signal("-TERM");
+    node.process.signal("-TERM").unwrap();
     stream.write_all(b"world").unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let mut node = node;
-    let status = wait_exit(&mut node.child, Duration::from_secs(30));
+    let status = node.process.wait_exit(Duration::from_secs(30)).unwrap();
     assert_eq!(status.code(), Some(0));
     // The write is there after a restart.
-    let dir = node.dir.clone();
-    drop(node);
-    let again = Node::start_in(&dir, "", &[]);
+    node.process.restart().unwrap();
     assert_eq!(
-        again.call("GET", "/v1/stores/app:sql/keys/late", None).body,
+        node.call("GET", "/v1/stores/app:sql/keys/late", None).body,
         b"helloworld"
     );
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the node did not exit within {limit:?}"
-        );
-        std::thread::yield_now();
-    }
 }
 
 #[test]
@@ -583,14 +379,11 @@ fn sigkill_loses_no_acknowledged_sqlite_write() {
         );
     }
     let mut node = node;
-    node.child.kill().unwrap(); // SIGKILL
-    node.child.wait().unwrap();
+    node.process.kill().unwrap(); // SIGKILL
     acked.extend(writer.join().unwrap());
-    let dir = node.dir.clone();
-    drop(node);
-    let again = Node::start_in(&dir, "", &[]);
+    node.process.restart().unwrap();
     for key in &acked {
-        let r = again.call("GET", &format!("/v1/stores/app:sql/keys/{key}"), None);
+        let r = node.call("GET", &format!("/v1/stores/app:sql/keys/{key}"), None);
         assert_eq!(
             (r.status, r.body.as_slice()),
             (200, key.as_bytes()),
@@ -601,9 +394,10 @@ fn sigkill_loses_no_acknowledged_sqlite_write() {
 
 #[test]
 fn validate_reports_errors_or_a_summary() {
-    let dir = temp_dir("validate");
+    let dir = TempDir::new("validate");
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
     std::fs::write(dir.join("node.yaml"), "registry:\n  - ./registry\n").unwrap();
-    std::fs::write(dir.join("registry/app.yaml"), REGISTRY).unwrap();
+    std::fs::write(dir.join("registry/app.yaml"), crate::REGISTRY).unwrap();
     let ok = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(dir.join("node.yaml"))
@@ -653,7 +447,7 @@ fn rss_of(pid: u32) -> u64 {
 fn put_many(node: &Node, from: usize, count: usize) {
     let threads: Vec<_> = (0..2)
         .map(|t| {
-            let addr = node.addr.clone();
+            let addr = node.process.addr().to_owned();
             std::thread::spawn(move || {
                 let mut conn = TcpStream::connect(&addr).unwrap();
                 conn.set_nodelay(true).unwrap();
@@ -695,18 +489,19 @@ fn put_many(node: &Node, from: usize, count: usize) {
 fn small_values_over_http_cost_about_their_size() {
     // A stored value must own its bytes, not keep the HTTP server's read buffer alive: that
     // once cost ~4.7 KB per 64-byte value.
-    let dir = temp_dir("memory-per-key");
+    let dir = TempDir::new("memory-per-key");
+    std::fs::create_dir_all(dir.join("registry")).unwrap();
     std::fs::write(
         dir.join("registry/app.yaml"),
         "namespace: app\nentries:\n  - name: cache\n    kind: store.memory\n    max_size: 200000\n",
     )
     .unwrap();
-    let node = Node::start_in(&dir, "", &[]);
+    let node = Node::start_in(dir.path(), "", &[]);
     put_many(&node, 0, 5_000); // warm up: connections, buffers, allocator arenas
-    let before = rss_of(node.child.id());
+    let before = rss_of(node.process.pid());
     const KEYS: usize = 50_000;
     put_many(&node, 5_000, KEYS);
-    let after = rss_of(node.child.id());
+    let after = rss_of(node.process.pid());
     let per_key = after.saturating_sub(before) / KEYS as u64;
     let usage = node.call("GET", "/v1/stores/app:cache", None).json();
     assert_eq!(usage["usage"]["entries"].as_u64(), Some(55_000), "{usage}");

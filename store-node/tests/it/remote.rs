@@ -1,0 +1,98 @@
+//! The conformance suite through `RemoteStore` against a live node: every case gets a node of its
+//! own, whose manual clock (a `test-clock` build) the case's harness moves over HTTP, so expiry
+//! cases run exactly as they do in process. `usage_counts_keys_and_values` prints a skip: a
+//! remote store's data is not in the test's process (`usage` is `None`).
+
+#[cfg(feature = "test-clock")]
+mod live {
+    use std::path::Path;
+
+    use store_client::RemoteStore;
+    use store_client::harness::{NodeProcess, advance_clock};
+    use store_testkit::{Harness, START_MS, TempDir};
+
+    use crate::BIN;
+
+    /// A node whose registry is `registry`, started at the harness clock's time, and the store
+    /// `id` on it; the node lives as long as the case.
+    pub(super) async fn remote(h: Harness, registry: &str, id: &str) -> RemoteStore {
+        let dir = TempDir::new("remote");
+        std::fs::create_dir_all(dir.join("registry")).expect("registry folder");
+        std::fs::write(dir.join("node.yaml"), "registry:\n  - ./registry\n").expect("node.yaml");
+        std::fs::write(dir.join("registry/r.yaml"), registry).expect("registry");
+        let start = START_MS.to_string();
+        let node = NodeProcess::start(
+            Path::new(BIN),
+            dir.path(),
+            &[("STORE_NODE_TEST_CLOCK_MS", &start)],
+        )
+        .expect("a node with a manual clock");
+        let addr = node.addr().to_owned();
+        h.on_advance(move |by| {
+            advance_clock(&addr, by).expect("the node's clock follows the harness");
+        });
+        let store = node
+            .client()
+            .expect("a client")
+            .store(id)
+            .await
+            .expect("the node has the store");
+        // The node goes first, then its folder.
+        h.keep(node);
+        h.keep(dir);
+        store
+    }
+
+    pub(super) const MEMORY: &str = "\
+namespace: t
+entries:
+  - name: s
+    kind: store.memory
+";
+
+    pub(super) const SQLITE: &str = "\
+namespace: t
+entries:
+  - name: db
+    kind: db.sql.sqlite
+    path: ../data/t.db
+  - name: s
+    kind: store.sql
+    database: db
+    table_name: kv
+    version_column_name: version
+    create_table: true
+";
+}
+
+#[cfg(feature = "test-clock")]
+mod memory {
+    use store_testkit::Harness;
+
+    store_testkit::conformance_suite!(|h: Harness| super::live::remote(
+        h,
+        super::live::MEMORY,
+        "t:s"
+    ));
+}
+
+#[cfg(feature = "test-clock")]
+mod sqlite {
+    use store_testkit::Harness;
+
+    store_testkit::conformance_suite!(|h: Harness| super::live::remote(
+        h,
+        super::live::SQLITE,
+        "t:s"
+    ));
+}
+
+#[cfg(not(feature = "test-clock"))]
+#[test]
+fn conformance_through_remote_store() {
+    store_testkit::loud_skip(
+        "conformance_through_remote_store",
+        "store-node was built without its `test-clock` feature; run \
+         `cargo test -p store-node --features test-clock`",
+    );
+}
