@@ -1,4 +1,6 @@
-//! What a database must do for [`SqlStore`](crate::SqlStore): run the table's statements.
+//! What a database must do for [`SqlStore`](crate::SqlStore): run the statements `sql.rs` binds,
+//! and answer what each one's [`Reads`](crate::sql::Reads) asks. It decides nothing about what
+//! the answers mean.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -7,10 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use store_core::Result;
 
-use crate::sql::{Dialect, Statements};
+use crate::sql::{Answer, Bound, Dialect, Statements};
 
 /// One row as read: value, expiry (epoch ms) and version (0 when unversioned).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Row {
     pub(crate) key: String,
     pub(crate) value: Bytes,
@@ -24,19 +26,6 @@ pub(crate) enum Write {
     Always,
     IfAbsent,
     IfVersion(i64),
-}
-
-/// What a write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Written {
-    /// Written; the new version (0 when unversioned).
-    Ok(i64),
-    /// `IfAbsent` found a live row.
-    Exists,
-    /// `IfVersion` found no live row.
-    Missing,
-    /// `IfVersion` found another version.
-    Mismatch(i64),
 }
 
 /// A write's arguments.
@@ -80,13 +69,14 @@ pub struct WriteStats {
 #[async_trait]
 pub(crate) trait Engine: Send + Sync + Debug + 'static {
     fn dialect(&self) -> Dialect;
-    async fn get(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<Option<Row>>;
-    async fn has(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool>;
-    async fn write(&self, s: &Arc<Statements>, args: WriteArgs) -> Result<Written>;
-    async fn delete(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool>;
-    async fn list(&self, s: &Arc<Statements>, range: Range) -> Result<Vec<Row>>;
-    /// Deletes at most `batch` expired rows; returns how many.
-    async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize>;
+    /// Runs a statement that only reads.
+    async fn read(&self, q: Bound) -> Result<Answer>;
+    /// Runs a statement that writes, committed before it answers; when it answers
+    /// `Number(None)` (its condition did not hold) and `probe` is given, runs `probe` too, on the
+    /// same connection, and answers both. An error that leaves the outcome unknown is
+    /// indeterminate.
+    async fn write(&self, q: Bound, probe: Option<Bound>) -> Result<(Answer, Option<Answer>)>;
+    /// Runs the statements of `create_table: true`.
     async fn create(&self, s: &Arc<Statements>) -> Result<()>;
     /// Totals of the writes run so far (zero for engines without group commit).
     fn write_stats(&self) -> WriteStats {

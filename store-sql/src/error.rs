@@ -1,5 +1,6 @@
 //! The one place each driver's errors become [`store_core::Error`] kinds.
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use store_core::Error;
 
 /// Maps a rusqlite error: busy/locked/full/unopenable → `Unavailable` (retryable); a table or

@@ -33,6 +33,8 @@ mod config;
 mod engine;
 mod error;
 mod ident;
+#[cfg(feature = "sqlite")]
+mod lane;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sql;

@@ -22,10 +22,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::config::{PostgresConfig, redact_url};
-use crate::engine::{Engine, Range, Row, Write, WriteArgs, Written};
+use crate::engine::{Engine, Row};
 use crate::error;
-use crate::sql::{Dialect, Statements};
-use crate::version::stamp;
+use crate::sql::{Answer, Bound, Dialect, Param, Reads, Statements};
 
 const DEFAULT_POOL_SIZE: usize = 10;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -38,7 +37,43 @@ const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 /// can take minutes, far longer than any one read or write should.
 const MIN_CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 
-type Params<'a> = [&'a (dyn ToSql + Sync)];
+/// Each parameter checks its own type against the statement's: a mismatch is an error, not a
+/// value written as another type.
+impl ToSql for Param {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        match self {
+            Param::Text(v) => v.to_sql(ty, out),
+            Param::Blob(v) => (&v[..]).to_sql(ty, out),
+            Param::Int(v) => v.to_sql(ty, out),
+            Param::MaybeInt(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <String as ToSql>::accepts(ty)
+            || <&[u8] as ToSql>::accepts(ty)
+            || <i64 as ToSql>::accepts(ty)
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        match self {
+            Param::Text(v) => v.to_sql_checked(ty, out),
+            Param::Blob(v) => (&v[..]).to_sql_checked(ty, out),
+            Param::Int(v) => v.to_sql_checked(ty, out),
+            Param::MaybeInt(v) => v.to_sql_checked(ty, out),
+        }
+    }
+}
 
 /// A `db.sql.postgres` database.
 pub(crate) struct PostgresEngine {
@@ -230,24 +265,20 @@ impl PostgresEngine {
         })
     }
 
-    /// Runs one statement on a leased connection: prepared once per connection, bounded by the
-    /// statement timeout. A write that loses its connection or times out is indeterminate.
-    async fn query(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &Params<'_>,
-        write: bool,
-    ) -> Result<Vec<tokio_postgres::Row>> {
+    /// Runs one bound statement on a leased connection: prepared once per connection, bounded
+    /// by the statement timeout. A write that loses its connection or times out is
+    /// indeterminate.
+    async fn query(&self, q: &Bound, write: bool) -> Result<Answer> {
+        let what = q.what;
         let mut lease = self.lease().await?;
         let result = {
             let Some(conn) = lease.conn.as_mut() else {
                 return Err(Error::internal("postgres lease without a connection"));
             };
-            run(conn, sql, params, self.client_timeout()).await
+            run(conn, q, self.client_timeout()).await
         };
         match result {
-            Ok(rows) => Ok(rows),
+            Ok(raw) => answer(raw, q.reads),
             Err(Failure::Timeout) => {
                 lease.broken = true;
                 if let Some(conn) = &lease.conn {
@@ -303,13 +334,15 @@ enum Failure {
     Db(tokio_postgres::Error),
 }
 
-async fn run(
-    conn: &mut Conn,
-    sql: &str,
-    params: &Params<'_>,
-    limit: Duration,
-) -> std::result::Result<Vec<tokio_postgres::Row>, Failure> {
+/// What the server answered: rows, or how many rows a statement without them changed.
+enum Raw {
+    Rows(Vec<tokio_postgres::Row>),
+    Changed(u64),
+}
+
+async fn run(conn: &mut Conn, q: &Bound, limit: Duration) -> std::result::Result<Raw, Failure> {
     let work = async {
+        let sql: &str = &q.sql;
         let id = sql.as_ptr() as usize;
         let statement = match conn.prepared.get(&id) {
             Some((text, s)) if text == sql => s.clone(),
@@ -319,7 +352,16 @@ async fn run(
                 s
             }
         };
-        conn.client.query(&statement, params).await
+        let params: Vec<&(dyn ToSql + Sync)> =
+            q.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        match q.reads {
+            Reads::Changed => conn
+                .client
+                .execute(&statement, &params)
+                .await
+                .map(Raw::Changed),
+            _ => conn.client.query(&statement, &params).await.map(Raw::Rows),
+        }
     };
     match tokio::time::timeout(limit, work).await {
         Err(_) => Err(Failure::Timeout),
@@ -327,25 +369,46 @@ async fn run(
     }
 }
 
-fn row_of(r: &tokio_postgres::Row, first: usize, versioned: bool) -> Result<Row> {
-    let read = |e: tokio_postgres::Error| error::postgres("postgres: reading a row", e);
-    Ok(Row {
-        key: String::new(),
-        value: Bytes::from(r.try_get::<_, Vec<u8>>(first).map_err(read)?),
-        expires: r.try_get(first + 1).map_err(read)?,
-        version: if versioned {
-            r.try_get(first + 2).map_err(read)?
-        } else {
-            0
-        },
+/// The server's answer read as `reads` asks; a value that does not decode is a bug here.
+fn answer(raw: Raw, reads: Reads) -> Result<Answer> {
+    let read = |e: tokio_postgres::Error| {
+        Error::internal(format!("postgres: reading an answer: {e}")).with_source(e)
+    };
+    let rows = match raw {
+        Raw::Changed(n) => return Ok(Answer::Changed(usize::try_from(n).unwrap_or(usize::MAX))),
+        Raw::Rows(rows) => rows,
+    };
+    Ok(match reads {
+        Reads::Rows { keyed, versioned } => Answer::Rows(
+            rows.iter()
+                .map(|r| row_of(r, keyed, versioned))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(read)?,
+        ),
+        Reads::Number => Answer::Number(
+            rows.first()
+                .map(|r| r.try_get::<_, i64>(0))
+                .transpose()
+                .map_err(read)?,
+        ),
+        Reads::Exists => Answer::Exists(!rows.is_empty()),
+        Reads::Changed => Answer::Changed(rows.len()),
     })
 }
 
-fn first_i64(rows: &[tokio_postgres::Row]) -> Result<Option<i64>> {
-    rows.first()
-        .map(|r| r.try_get::<_, i64>(0))
-        .transpose()
-        .map_err(|e| error::postgres("postgres: reading a version", e))
+/// A row of `[key,] value, expires_at[, version]`.
+fn row_of(
+    r: &tokio_postgres::Row,
+    keyed: bool,
+    versioned: bool,
+) -> std::result::Result<Row, tokio_postgres::Error> {
+    let first = usize::from(keyed);
+    Ok(Row {
+        key: if keyed { r.try_get(0)? } else { String::new() },
+        value: Bytes::from(r.try_get::<_, Vec<u8>>(first)?),
+        expires: r.try_get(first + 1)?,
+        version: if versioned { r.try_get(first + 2)? } else { 0 },
+    })
 }
 
 #[async_trait]
@@ -354,148 +417,19 @@ impl Engine for PostgresEngine {
         Dialect::Postgres
     }
 
-    async fn get(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<Option<Row>> {
-        let rows = self.query("get", &s.get, &[&key, &now], false).await?;
-        rows.first().map(|r| row_of(r, 0, s.versioned)).transpose()
+    async fn read(&self, q: Bound) -> Result<Answer> {
+        self.query(&q, false).await
     }
 
-    async fn has(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
-        let rows = self.query("has", &s.has, &[&key, &now], false).await?;
-        Ok(!rows.is_empty())
-    }
-
-    async fn write(&self, s: &Arc<Statements>, a: WriteArgs) -> Result<Written> {
-        let value: &[u8] = &a.value;
-        let key = a.key.as_str();
-        match a.condition {
-            Write::Always if s.versioned => {
-                let rows = self
-                    .query(
-                        "set",
-                        &s.upsert,
-                        &[&key, &value, &a.expires, &stamp()],
-                        true,
-                    )
-                    .await?;
-                Ok(Written::Ok(first_i64(&rows)?.unwrap_or(0)))
-            }
-            Write::Always => {
-                self.query("set", &s.upsert, &[&key, &value, &a.expires], true)
-                    .await?;
-                Ok(Written::Ok(0))
-            }
-            Write::IfAbsent => {
-                let rows = if s.versioned {
-                    self.query(
-                        "put IfAbsent",
-                        &s.insert_if_absent,
-                        &[&key, &value, &a.expires, &a.now, &stamp()],
-                        true,
-                    )
-                    .await?
-                } else {
-                    self.query(
-                        "put IfAbsent",
-                        &s.insert_if_absent,
-                        &[&key, &value, &a.expires, &a.now],
-                        true,
-                    )
-                    .await?
-                };
-                Ok(if rows.is_empty() {
-                    Written::Exists
-                } else if s.versioned {
-                    Written::Ok(first_i64(&rows)?.unwrap_or(0))
-                } else {
-                    Written::Ok(0)
-                })
-            }
-            Write::IfVersion(expected) => {
-                let (Some(update), Some(probe)) = (&s.update_if_version, &s.live_version) else {
-                    return Err(Error::internal("IfVersion on a table without versions"));
-                };
-                let rows = self
-                    .query(
-                        "put IfVersion",
-                        update,
-                        &[&key, &value, &a.expires, &a.now, &expected, &stamp()],
-                        true,
-                    )
-                    .await?;
-                if let Some(v) = first_i64(&rows)? {
-                    return Ok(Written::Ok(v));
-                }
-                // Not written: say why. Nothing is written on this answer, so reading after
-                // the failed update is not probe-then-write.
-                let live = self
-                    .query("put IfVersion", probe, &[&key, &a.now], false)
-                    .await?;
-                Ok(first_i64(&live)?.map_or(Written::Missing, Written::Mismatch))
-            }
-        }
-    }
-
-    async fn delete(&self, s: &Arc<Statements>, key: &str, now: i64) -> Result<bool> {
-        let rows = self.query("delete", &s.delete, &[&key, &now], true).await?;
-        rows.first()
-            .map(|r| r.try_get::<_, bool>(0))
-            .transpose()
-            .map(|live| live == Some(true))
-            .map_err(|e| error::postgres("postgres delete", e))
-    }
-
-    async fn list(&self, s: &Arc<Statements>, range: Range) -> Result<Vec<Row>> {
-        let sql = &s.list[usize::from(range.exclusive)][usize::from(range.upper.is_some())];
-        let start = range.start.as_str();
-        let rows = match &range.upper {
-            Some(upper) => {
-                let upper = upper.as_str();
-                self.query(
-                    "list",
-                    sql,
-                    &[&start, &range.now, &range.limit, &upper],
-                    false,
-                )
-                .await?
-            }
-            None => {
-                self.query("list", sql, &[&start, &range.now, &range.limit], false)
-                    .await?
-            }
+    async fn write(&self, q: Bound, probe: Option<Bound>) -> Result<(Answer, Option<Answer>)> {
+        let first = self.query(&q, true).await?;
+        let second = match (&first, probe) {
+            // Not written: say why. Nothing is written on this answer, so reading after the
+            // failed write is not probe-then-write.
+            (Answer::Number(None), Some(p)) => Some(self.query(&p, false).await?),
+            _ => None,
         };
-        rows.iter()
-            .map(|r| {
-                let mut row = row_of(r, 1, s.versioned)?;
-                row.key = r
-                    .try_get(0)
-                    .map_err(|e| error::postgres("postgres list", e))?;
-                Ok(row)
-            })
-            .collect()
-    }
-
-    async fn cleanup(&self, s: &Arc<Statements>, now: i64, batch: i64) -> Result<usize> {
-        let mut lease = self.lease().await?;
-        let Some(conn) = lease.conn.as_mut() else {
-            return Err(Error::internal("postgres lease without a connection"));
-        };
-        let done = tokio::time::timeout(
-            self.client_timeout(),
-            conn.client.execute(&s.cleanup, &[&now, &batch]),
-        )
-        .await;
-        match done {
-            Ok(Ok(n)) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-            Ok(Err(e)) => Err(self.failed(&mut lease, "cleanup", e, false)),
-            Err(_) => {
-                lease.broken = true;
-                cancel_on_server(conn, self.connect_timeout);
-                Err(Error::timeout(format!(
-                    "postgres cleanup: no answer within {:?}",
-                    self.client_timeout()
-                )))
-            }
-        }
+        Ok((first, second))
     }
 
     async fn create(&self, s: &Arc<Statements>) -> Result<()> {

@@ -1,13 +1,83 @@
-//! The statements of one table, generated once per store from the checked names.
+//! The statements of one table, generated once per store from the checked names, and bound to
+//! their parameters here for both dialects: an engine only runs a [`Bound`] statement and hands
+//! back what its [`Reads`] says to read. What the answers mean is decided in `store.rs`.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::engine::{Range, Write, WriteArgs};
 use crate::ident::quoted;
+use crate::version::stamp;
 
 /// The SQL flavour.
-#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dialect {
+    /// `?1` placeholders, `MAX`, byte-ordered `TEXT` keys.
+    #[cfg_attr(
+        not(feature = "sqlite"),
+        allow(dead_code, reason = "built without SQLite")
+    )]
     Sqlite,
+    /// `$1` placeholders, `GREATEST`, `VARCHAR(255) COLLATE "C"` keys.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        allow(dead_code, reason = "built without PostgreSQL")
+    )]
     Postgres,
+}
+
+/// A value bound to a statement parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Param {
+    /// A key or a list bound.
+    Text(String),
+    /// A value.
+    Blob(Bytes),
+    /// A time, a version, a count.
+    Int(i64),
+    /// An expiry, `NULL` for none.
+    MaybeInt(Option<i64>),
+}
+
+/// What a statement's answer is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reads {
+    /// Every row: `[key,] value, expires_at[, version]`.
+    Rows { keyed: bool, versioned: bool },
+    /// The first column (a `BIGINT`) of the first row, if a row came back.
+    Number,
+    /// Whether a row came back.
+    Exists,
+    /// How many rows the statement changed.
+    Changed,
+}
+
+/// An engine's answer to a [`Bound`] statement, as its [`Reads`] asked.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only an engine runs statements, and this build has none")
+)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Rows(Vec<crate::engine::Row>),
+    Number(Option<i64>),
+    Exists(bool),
+    Changed(usize),
+}
+
+/// One statement ready to run: its text, its parameters in order, how to read its answer, and
+/// what it is called in errors.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only an engine runs statements, and this build has none")
+)]
+#[derive(Debug, Clone)]
+pub(crate) struct Bound {
+    pub(crate) sql: Arc<str>,
+    pub(crate) params: Vec<Param>,
+    pub(crate) reads: Reads,
+    pub(crate) what: &'static str,
 }
 
 /// PostgreSQL's key column is `VARCHAR(255)`: keys of up to 255 characters.
@@ -47,29 +117,34 @@ impl Dialect {
     }
 }
 
-/// Every statement a store runs against its table. Parameters are listed beside each.
+/// Every statement a store runs against its table, with its parameters and answer beside it.
+/// Build a statement ready to run with the methods below.
 #[derive(Debug, Clone)]
 pub(crate) struct Statements {
     /// (key, now) → (value, expires_at[, version])
-    pub(crate) get: String,
+    get: Arc<str>,
     /// (key, now) → 1
-    pub(crate) has: String,
-    /// (key, value, expires_at[, stamp]) → [version]
-    pub(crate) upsert: String,
-    /// (key, value, expires_at, now[, stamp]) → key, only when written
-    pub(crate) insert_if_absent: String,
+    has: Arc<str>,
+    /// (key, value, expires_at[, stamp]) → version (0 when unversioned)
+    upsert: Arc<str>,
+    /// (key, value, expires_at, now[, stamp]) → version (0 when unversioned), only when written
+    insert_if_absent: Arc<str>,
     /// (key, value, expires_at, now, expected, stamp) → version, only when written
-    pub(crate) update_if_version: Option<String>,
+    update_if_version: Option<Arc<str>>,
     /// (key, now) → version of the live row, to classify a failed `IfVersion`
-    pub(crate) live_version: Option<String>,
-    /// (key, now) → whether the removed row was live
-    pub(crate) delete: String,
+    live_version: Option<Arc<str>>,
+    /// (key, now) → 1 if the removed row was live, 0 if it had expired; no row if none
+    delete: Arc<str>,
     /// list variants: [exclusive start][has upper bound]; parameters
     /// (start, now, limit[, upper]) → (key, value, expires_at[, version])
-    pub(crate) list: [[String; 2]; 2],
+    list: [[Arc<str>; 2]; 2],
     /// (now, batch) → rows removed
-    pub(crate) cleanup: String,
+    cleanup: Arc<str>,
     /// statements of `create_table: true`, in order
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres")),
+        allow(dead_code, reason = "only an engine runs statements, and this build has none")
+    )]
     pub(crate) create: Vec<String>,
     /// whether rows carry versions
     pub(crate) versioned: bool,
@@ -104,7 +179,12 @@ impl Statements {
         let has = format!("SELECT 1 FROM {t} WHERE {k} = {} AND {}", p(1), live(2));
 
         // Unconditional upsert: one statement; a live row's version becomes max(old + 1, stamp).
-        let (ins_cols, ins_vals, set_ver, returning) = match &r {
+        // Every write answers the version it wrote, 0 in a table without versions.
+        let returning = match &r {
+            Some(r) => format!(" RETURNING {r}"),
+            None => " RETURNING CAST(0 AS BIGINT)".to_owned(),
+        };
+        let (ins_cols, ins_vals, set_ver) = match &r {
             Some(r) => (
                 format!("{k}, {v}, {e}, {r}"),
                 format!("{}, {}, {}, {}", p(1), p(2), p(3), p(4)),
@@ -112,12 +192,10 @@ impl Statements {
                     ", {r} = {}",
                     d.max(&format!("{t}.{r} + 1"), &format!("excluded.{r}"))
                 ),
-                format!(" RETURNING {r}"),
             ),
             None => (
                 format!("{k}, {v}, {e}"),
                 format!("{}, {}, {}", p(1), p(2), p(3)),
-                String::new(),
                 String::new(),
             ),
         };
@@ -139,14 +217,10 @@ impl Statements {
                 p(4),
             ),
         };
-        let ia_returning = match &r {
-            Some(r) => format!(" RETURNING {r}"),
-            None => format!(" RETURNING {k}"),
-        };
         let insert_if_absent = format!(
             "INSERT INTO {t} ({ia_cols}) VALUES ({ia_vals}) ON CONFLICT ({k}) DO UPDATE SET \
              {v} = excluded.{v}, {e} = excluded.{e}{set_ver} \
-             WHERE {t}.{e} IS NOT NULL AND {t}.{e} <= {ia_now}{ia_returning}"
+             WHERE {t}.{e} IS NOT NULL AND {t}.{e} <= {ia_now}{returning}"
         );
 
         let update_if_version = r.as_ref().map(|r| {
@@ -165,13 +239,11 @@ impl Statements {
             .as_ref()
             .map(|r| format!("SELECT {r} FROM {t} WHERE {k} = {} AND {}", p(1), live(2)));
 
-        let delete_live = match d {
-            Dialect::Sqlite => format!("CASE WHEN {} THEN 1 ELSE 0 END", live(2)),
-            Dialect::Postgres => live(2),
-        };
         let delete = format!(
-            "DELETE FROM {t} WHERE {k} = {} RETURNING {delete_live}",
-            p(1)
+            "DELETE FROM {t} WHERE {k} = {} RETURNING CAST(CASE WHEN {} THEN 1 ELSE 0 END AS \
+             BIGINT)",
+            p(1),
+            live(2)
         );
 
         let ko = d.ordered(&k);
@@ -191,8 +263,8 @@ impl Statements {
             )
         };
         let list = [
-            [list_one(false, false), list_one(false, true)],
-            [list_one(true, false), list_one(true, true)],
+            [list_one(false, false).into(), list_one(false, true).into()],
+            [list_one(true, false).into(), list_one(true, true).into()],
         ];
 
         let cleanup = format!(
@@ -227,18 +299,111 @@ impl Statements {
         ];
 
         Self {
-            get,
-            has,
-            upsert,
-            insert_if_absent,
-            update_if_version,
-            live_version,
-            delete,
+            get: get.into(),
+            has: has.into(),
+            upsert: upsert.into(),
+            insert_if_absent: insert_if_absent.into(),
+            update_if_version: update_if_version.map(Into::into),
+            live_version: live_version.map(Into::into),
+            delete: delete.into(),
             list,
-            cleanup,
+            cleanup: cleanup.into(),
             create,
             versioned: r.is_some(),
         }
+    }
+
+    fn bound(sql: &Arc<str>, params: Vec<Param>, reads: Reads, what: &'static str) -> Bound {
+        Bound {
+            sql: Arc::clone(sql),
+            params,
+            reads,
+            what,
+        }
+    }
+
+    /// The live row of `key`: [`Reads::Rows`] of at most one row.
+    pub(crate) fn get(&self, key: &str, now: i64) -> Bound {
+        let reads = Reads::Rows {
+            keyed: false,
+            versioned: self.versioned,
+        };
+        let params = vec![Param::Text(key.to_owned()), Param::Int(now)];
+        Self::bound(&self.get, params, reads, "get")
+    }
+
+    /// Whether `key` is live: [`Reads::Exists`].
+    pub(crate) fn has(&self, key: &str, now: i64) -> Bound {
+        let params = vec![Param::Text(key.to_owned()), Param::Int(now)];
+        Self::bound(&self.has, params, Reads::Exists, "has")
+    }
+
+    /// A write: [`Reads::Number`], the written version (0 in a table without versions), or none
+    /// when its condition did not hold. For `IfVersion`, also the statement that tells why not:
+    /// the live row's version, or none when the key is absent.
+    pub(crate) fn write(&self, a: &WriteArgs) -> (Bound, Option<Bound>) {
+        let mut params = vec![
+            Param::Text(a.key.clone()),
+            Param::Blob(a.value.clone()),
+            Param::MaybeInt(a.expires),
+        ];
+        let (sql, what) = match a.condition {
+            Write::Always => (&self.upsert, "set"),
+            Write::IfAbsent => {
+                params.push(Param::Int(a.now));
+                (&self.insert_if_absent, "put IfAbsent")
+            }
+            Write::IfVersion(expected) => {
+                params.extend([Param::Int(a.now), Param::Int(expected)]);
+                match &self.update_if_version {
+                    Some(sql) => (sql, "put IfVersion"),
+                    // Refused before it gets here (the store offers no IfVersion): a bug.
+                    None => (&self.upsert, "put IfVersion without versions"),
+                }
+            }
+        };
+        if self.versioned {
+            params.push(Param::Int(stamp()));
+        }
+        let probe = match (a.condition, &self.live_version) {
+            (Write::IfVersion(_), Some(sql)) => Some(Self::bound(
+                sql,
+                vec![Param::Text(a.key.clone()), Param::Int(a.now)],
+                Reads::Number,
+                "put IfVersion",
+            )),
+            _ => None,
+        };
+        (Self::bound(sql, params, Reads::Number, what), probe)
+    }
+
+    /// Removes `key`: [`Reads::Number`], 1 if the row was live, 0 if it had expired, none if
+    /// there was no row.
+    pub(crate) fn delete(&self, key: &str, now: i64) -> Bound {
+        let params = vec![Param::Text(key.to_owned()), Param::Int(now)];
+        Self::bound(&self.delete, params, Reads::Number, "delete")
+    }
+
+    /// A page: [`Reads::Rows`] with their keys.
+    pub(crate) fn list(&self, range: &Range) -> Bound {
+        let sql = &self.list[usize::from(range.exclusive)][usize::from(range.upper.is_some())];
+        let mut params = vec![
+            Param::Text(range.start.clone()),
+            Param::Int(range.now),
+            Param::Int(range.limit),
+        ];
+        params.extend(range.upper.clone().map(Param::Text));
+        let reads = Reads::Rows {
+            keyed: true,
+            versioned: self.versioned,
+        };
+        Self::bound(sql, params, reads, "list")
+    }
+
+    /// Deletes at most `batch` expired rows: [`Reads::Changed`].
+    pub(crate) fn cleanup(&self, now: i64, batch: i64) -> Bound {
+        let params = vec![Param::Int(now), Param::Int(batch)];
+        Self::bound(&self.cleanup, params, Reads::Changed, "cleanup")
     }
 }
 
@@ -295,6 +460,11 @@ mod tests {
         let s = Statements::new(Dialect::Postgres, &names);
         assert!(s.get.contains("FROM \"kv\" WHERE \"k\" = $1"), "{}", s.get);
         assert!(
+            s.delete.ends_with("THEN 1 ELSE 0 END AS BIGINT)"),
+            "{}",
+            s.delete
+        );
+        assert!(
             s.upsert
                 .contains("GREATEST(\"kv\".\"ver\" + 1, excluded.\"ver\")"),
             "{}",
@@ -313,5 +483,49 @@ mod tests {
             s.upsert
         );
         assert!(s.get.contains("?2"), "{}", s.get);
+    }
+
+    #[test]
+    fn writes_are_bound_with_their_parameters_in_order() {
+        let names = Names {
+            table: "kv",
+            key: "k",
+            value: "v",
+            expires: "e",
+            version: Some("ver"),
+        };
+        let s = Statements::new(Dialect::Sqlite, &names);
+        let args = |condition| WriteArgs {
+            key: "a".into(),
+            value: Bytes::from_static(b"x"),
+            expires: Some(9),
+            now: 5,
+            condition,
+        };
+        let (set, probe) = s.write(&args(Write::Always));
+        assert!(probe.is_none() && set.sql.starts_with("INSERT"));
+        assert_eq!(set.params.len(), 4, "key, value, expires, stamp");
+        assert_eq!(set.params[2], Param::MaybeInt(Some(9)));
+        let (cas, probe) = s.write(&args(Write::IfVersion(3)));
+        assert!(cas.sql.starts_with("UPDATE"), "{}", cas.sql);
+        assert_eq!(&cas.params[3..5], &[Param::Int(5), Param::Int(3)]);
+        let probe = probe.expect("IfVersion says why it did not write");
+        assert_eq!(probe.params, vec![Param::Text("a".into()), Param::Int(5)]);
+        // Without versions: no stamp, and every write still answers a number (0).
+        let plain = Statements::new(
+            Dialect::Postgres,
+            &Names {
+                version: None,
+                ..names
+            },
+        );
+        let (ia, _) = plain.write(&args(Write::IfAbsent));
+        assert_eq!(ia.params.len(), 4, "key, value, expires, now");
+        assert!(
+            ia.sql.ends_with("RETURNING CAST(0 AS BIGINT)"),
+            "{}",
+            ia.sql
+        );
+        assert_eq!(ia.reads, Reads::Number);
     }
 }

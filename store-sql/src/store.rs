@@ -14,8 +14,8 @@ use store_core::{
 use tokio::sync::OnceCell;
 
 use crate::config::{Checked, SqlStoreConfig};
-use crate::engine::{Engine, Range, Row, Write, WriteArgs, WriteStats, Written};
-use crate::sql::{Names, Statements, prefix_upper_bound};
+use crate::engine::{Engine, Range, Row, Write, WriteArgs, WriteStats};
+use crate::sql::{Answer, Names, Statements, prefix_upper_bound};
 
 /// Expired rows deleted per cleanup statement.
 const CLEANUP_BATCH: i64 = 1000;
@@ -152,6 +152,11 @@ impl SqlStoreBuilder {
     }
 }
 
+/// An engine answered a statement in a way its `Reads` did not ask for: a bug.
+fn unexpected(what: &str, answer: &Answer) -> Error {
+    Error::internal(format!("sql {what}: unexpected answer {answer:?}"))
+}
+
 fn to_i64(ms: u64) -> i64 {
     i64::try_from(ms).unwrap_or(i64::MAX)
 }
@@ -194,11 +199,11 @@ impl Inner {
         self.ready().await?;
         let mut total = 0;
         loop {
-            let n = self
-                .db
-                .engine
-                .cleanup(&self.statements, self.now(), CLEANUP_BATCH)
-                .await?;
+            let q = self.statements.cleanup(self.now(), CLEANUP_BATCH);
+            let n = match self.db.engine.write(q, None).await? {
+                (Answer::Changed(n), _) => n,
+                (other, _) => return Err(unexpected("cleanup", &other)),
+            };
             total += n;
             if i64::try_from(n).unwrap_or(i64::MAX) < CLEANUP_BATCH {
                 return Ok(total);
@@ -278,34 +283,27 @@ impl SqlStore {
             condition,
         };
         let shown = || validate::quote(key);
-        match self
-            .inner
-            .db
-            .engine
-            .write(&self.inner.statements, args)
-            .await?
-        {
-            Written::Ok(version) => Ok((version, deadline)),
-            Written::Exists => Err(Error::already_exists(format!(
+        let (q, probe) = self.inner.statements.write(&args);
+        let answers = self.inner.db.engine.write(q, probe).await?;
+        match (condition, answers) {
+            (_, (Answer::Number(Some(version)), _)) => Ok((version, deadline)),
+            (Write::IfAbsent, (Answer::Number(None), _)) => Err(Error::already_exists(format!(
                 "key {}: already exists",
                 shown()
             ))),
-            Written::Missing => Err(Error::not_found(format!(
-                "key {}: absent, expected version {}",
-                shown(),
-                match condition {
-                    Write::IfVersion(v) => v,
-                    _ => 0,
-                }
-            ))),
-            Written::Mismatch(have) => Err(Error::conflict(format!(
-                "key {}: version is {have}, expected {}",
-                shown(),
-                match condition {
-                    Write::IfVersion(v) => v,
-                    _ => 0,
-                }
-            ))),
+            (Write::IfVersion(expected), (Answer::Number(None), Some(Answer::Number(live)))) => {
+                Err(match live {
+                    None => Error::not_found(format!(
+                        "key {}: absent, expected version {expected}",
+                        shown()
+                    )),
+                    Some(have) => Error::conflict(format!(
+                        "key {}: version is {have}, expected {expected}",
+                        shown()
+                    )),
+                })
+            }
+            (_, (first, _)) => Err(unexpected("write", &first)),
         }
     }
 }
@@ -325,7 +323,10 @@ impl Store for SqlStore {
 
     async fn has(&self, key: &str) -> Result<bool> {
         let (engine, statements, now) = self.keyed(key).await?;
-        engine.has(statements, key, now).await
+        match engine.read(statements.has(key, now)).await? {
+            Answer::Exists(live) => Ok(live),
+            other => Err(unexpected("has", &other)),
+        }
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<()> {
@@ -348,7 +349,11 @@ impl Store for SqlStore {
 
     async fn delete(&self, key: &str) -> Result<bool> {
         let (engine, statements, now) = self.keyed(key).await?;
-        engine.delete(statements, key, now).await
+        match engine.write(statements.delete(key, now), None).await? {
+            // 1: the removed row was live; 0: it had expired; none: there was no row.
+            (Answer::Number(live), _) => Ok(live == Some(1)),
+            (other, _) => Err(unexpected("delete", &other)),
+        }
     }
 
     async fn list(&self, options: ListOptions) -> Result<Page> {
@@ -363,12 +368,16 @@ impl Store for SqlStore {
             // One more than the page, to know whether more follow.
             limit: i64::try_from(limit + 1).unwrap_or(i64::MAX),
         };
-        let mut rows = self
+        let mut rows = match self
             .inner
             .db
             .engine
-            .list(&self.inner.statements, range)
-            .await?;
+            .read(self.inner.statements.list(&range))
+            .await?
+        {
+            Answer::Rows(rows) => rows,
+            other => return Err(unexpected("list", &other)),
+        };
         let has_more = rows.len() > limit;
         rows.truncate(limit);
         let items: Vec<Entry> = rows
@@ -404,7 +413,10 @@ impl SqlStore {
 
     async fn entry_row(&self, key: &str) -> Result<Option<Row>> {
         let (engine, statements, now) = self.keyed(key).await?;
-        engine.get(statements, key, now).await
+        match engine.read(statements.get(key, now)).await? {
+            Answer::Rows(rows) => Ok(rows.into_iter().next()),
+            other => Err(unexpected("get", &other)),
+        }
     }
 }
 

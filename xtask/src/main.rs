@@ -1,7 +1,8 @@
 //! `cargo xtask`: the workspace's automation in plain Rust (matklad's cargo-xtask pattern).
 //!
-//! - `cargo xtask ci`: exactly what CI runs: fmt check, clippy `-D warnings`, tests, docs with
-//!   warnings denied, `cargo deny`, tidy. Ends with a table of phases and timings.
+//! - `cargo xtask ci`: exactly what CI runs: fmt check, clippy `-D warnings`, every crate built
+//!   with each of its features alone and with none, tests, docs with warnings denied, `cargo
+//!   deny`, tidy. Ends with a table of phases and timings.
 //! - `cargo xtask tidy`: repository rules (layering of SPEC §1, crate docs, workspace lints, the
 //!   trait's behaviour bullets matching the conformance cases).
 //! - `cargo xtask bench [--quick]`: every backend's benchmark.
@@ -20,7 +21,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci             fmt check, clippy -D warnings, tests, docs (-D warnings), cargo deny, tidy
+  ci             fmt check, clippy -D warnings, feature builds, tests, docs (-D warnings),
+                 cargo deny, tidy
   tidy           repository rules: layering, crate docs, workspace lints, suite coverage
   bench [--quick]
                  run every backend's benchmark (--quick: STORE_BENCH_QUICK=1)
@@ -85,6 +87,10 @@ struct Phase {
     outcome: Result<String>,
 }
 
+/// Features the workspace's own checks turn on: the node's test clock, so the conformance suite
+/// also runs through `RemoteStore` against a live node.
+const TEST_FEATURES: &str = "store-node/test-clock";
+
 fn ci() -> Result<()> {
     let mut phases = Vec::new();
     let mut phase = |name: &'static str, f: &dyn Fn() -> Result<String>| {
@@ -113,28 +119,44 @@ fn ci() -> Result<()> {
             "--workspace",
             "--all-targets",
             "--locked",
+            "--features",
+            TEST_FEATURES,
             "--",
             "-D",
             "warnings",
         ]);
         run(c).map(|()| String::new())
     });
+    phase("features", &features);
     phase("test", &|| {
         let mut c = cargo();
-        c.args(["test", "--workspace", "--locked"]);
+        c.args([
+            "test",
+            "--workspace",
+            "--locked",
+            "--features",
+            TEST_FEATURES,
+        ]);
         run(c).map(|()| String::new())
     });
     phase("doc", &|| {
         let mut c = cargo();
-        c.args(["doc", "--workspace", "--no-deps", "--locked"])
-            .env("RUSTDOCFLAGS", "-D warnings");
+        c.args([
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--locked",
+            "--features",
+            TEST_FEATURES,
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings");
         run(c).map(|()| String::new())
     });
     phase("deny", &deny);
     phase("tidy", &|| tidy::check(&root()));
 
-    println!("\n| phase  | result | time    | note");
-    println!("|--------|--------|---------|-----");
+    println!("\n| phase    | result | time    | note");
+    println!("|----------|--------|---------|-----");
     let mut failed = Vec::new();
     for p in &phases {
         let (result, note) = match &p.outcome {
@@ -146,7 +168,7 @@ fn ci() -> Result<()> {
         };
         let note = note.lines().next().unwrap_or("").to_owned();
         println!(
-            "| {:<6} | {:<6} | {:>6.1}s | {note}",
+            "| {:<8} | {:<6} | {:>6.1}s | {note}",
             p.name,
             result,
             p.took.as_secs_f64()
@@ -158,6 +180,64 @@ fn ci() -> Result<()> {
     } else {
         bail!("ci: failed phases: {}", failed.join(", "))
     }
+}
+
+/// Every workspace crate that has features, built (clippy, `-D warnings`) with none of them and
+/// with each alone: a build a user may ask for must compile without a warning, and nothing hides
+/// what it would say. The crate's targets besides its library and binaries may need more.
+fn features() -> Result<String> {
+    let output = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1", "--locked"])
+        .output()
+        .context("cannot run `cargo metadata`")?;
+    if !output.status.success() {
+        bail!(
+            "`cargo metadata` failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("`cargo metadata` printed no JSON")?;
+    let mut builds = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let Some(name) = package["name"].as_str() else {
+            continue;
+        };
+        let mut names: Vec<&str> = package["features"]
+            .as_object()
+            .into_iter()
+            .flat_map(|f| f.keys())
+            .map(String::as_str)
+            .filter(|f| *f != "default")
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        names.sort_unstable();
+        builds.push((name.to_owned(), None));
+        builds.extend(
+            names
+                .into_iter()
+                .map(|f| (name.to_owned(), Some(f.to_owned()))),
+        );
+    }
+    for (package, feature) in &builds {
+        let mut c = cargo();
+        c.args(["clippy", "--locked", "-p", package, "--no-default-features"]);
+        if let Some(f) = feature {
+            c.args(["--features", f]);
+        }
+        c.args(["--", "-D", "warnings"]);
+        println!(
+            "--> {package} [{}]",
+            feature.as_deref().unwrap_or("no features")
+        );
+        run(c)?;
+    }
+    Ok(format!(
+        "{} builds: each crate's features alone and none",
+        builds.len()
+    ))
 }
 
 /// `cargo deny check`, falling back to `--offline` (the local advisory database) when the

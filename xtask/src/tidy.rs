@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "store-crdt",
         ],
     ),
+    ("store-client", &["store-core"]),
     ("store-node", &["*"]),
     ("xtask", &[]),
 ];

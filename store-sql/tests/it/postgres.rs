@@ -3,18 +3,14 @@
 //! private server this binary starts, or `STORE_TEST_POSTGRES_URL`), then outages,
 //! compare-and-swap across a pool, and secrets in errors.
 
-#![cfg(feature = "postgres")]
-
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::pg;
 use store_core::{Bytes, ErrorKind, SharedStore, Store, StoreExt};
 use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig};
 use store_testkit::{Harness, Options};
-use support::pg;
 
 /// Runs only where a PostgreSQL server could be started (a skip prints why). The store reports
 /// its `VARCHAR(255)` key limit in its capabilities, where the suite reads it.

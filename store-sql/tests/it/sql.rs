@@ -1,8 +1,6 @@
 //! Behaviour specific to `store.sql` on SQLite: identifier checks, durability across SIGKILL,
 //! group commit and read batches under load, cancelled callers, cleanup and its timer. (PostgreSQL's are in `postgres.rs`.)
 
-#![cfg(feature = "sqlite")]
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -10,19 +8,17 @@ use std::time::Duration;
 
 use store_core::{Bytes, ErrorKind, ManualClock, Store};
 use store_sql::{SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig};
+use store_testkit::TempDir;
 
 fn v(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-fn temp_db(name: &str) -> String {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-sql-misc");
-    std::fs::create_dir_all(&dir).expect("test folder");
-    let path = dir.join(format!("{name}-{}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    path.to_string_lossy().into_owned()
+/// A database file in a folder of its own; the folder goes when the returned `TempDir` does.
+fn temp_db(name: &str) -> (TempDir, String) {
+    let dir = TempDir::new(name);
+    let path = dir.join("test.db").to_string_lossy().into_owned();
+    (dir, path)
 }
 
 #[test]
@@ -64,7 +60,8 @@ fn hostile_identifiers_are_rejected_at_construction() {
 
 #[tokio::test]
 async fn a_missing_table_is_invalid_and_names_it() {
-    let db = SqlDatabase::sqlite(SqliteConfig::new(temp_db("missing")));
+    let (_dir, path) = temp_db("missing");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
     let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("nowhere"))
         .build()
         .unwrap();
@@ -77,7 +74,8 @@ async fn a_missing_table_is_invalid_and_names_it() {
 
 #[tokio::test]
 async fn stores_share_one_database_handle() {
-    let db = SqlDatabase::sqlite(SqliteConfig::new(temp_db("shared")));
+    let (_dir, path) = temp_db("shared");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
     let a = SqlStore::builder(db.clone(), SqlStoreConfig::new("a").create_table(true))
         .build()
         .unwrap();
@@ -94,7 +92,8 @@ async fn stores_share_one_database_handle() {
 #[tokio::test]
 async fn cleanup_deletes_expired_rows_in_batches() {
     let clock = ManualClock::at_millis(1_000_000);
-    let db = SqlDatabase::sqlite(SqliteConfig::new(temp_db("cleanup")));
+    let (_dir, path) = temp_db("cleanup");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
     let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
         .clock(clock.shared())
         .build()
@@ -156,7 +155,7 @@ async fn sqlite_keeps_every_acknowledged_write_across_sigkill() {
     if let Ok(path) = std::env::var("STORE_SQL_DURABILITY_CHILD") {
         return durability_child(path).await;
     }
-    let path = temp_db("durability");
+    let (_dir, path) = temp_db("durability");
     let mut child = rerun("sqlite_keeps_every_acknowledged_write_across_sigkill")
         .env("STORE_SQL_DURABILITY_CHILD", &path)
         .stdout(Stdio::piped())
@@ -195,7 +194,8 @@ async fn sqlite_keeps_every_acknowledged_write_across_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_group_commit_under_load_loses_nothing() {
     // 32 writers keep the queue full, so batches hold many writes and leadership is handed on.
-    let db = SqlDatabase::sqlite(SqliteConfig::new(temp_db("group")));
+    let (_dir, path) = temp_db("group");
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
     let store = Arc::new(
         SqlStore::builder(
             db.clone(),
@@ -245,14 +245,16 @@ async fn sqlite_group_commit_under_load_loses_nothing() {
     db.close().await;
 }
 
-/// A store on a fresh SQLite file, shareable between tasks, and its database.
-fn shared_store(name: &str) -> (SqlDatabase, Arc<SqlStore>) {
-    let db = SqlDatabase::sqlite(SqliteConfig::new(temp_db(name)));
+/// A store on a fresh SQLite file, shareable between tasks, its database, and the folder that
+/// holds the file.
+fn shared_store(name: &str) -> (TempDir, SqlDatabase, Arc<SqlStore>) {
+    let (dir, path) = temp_db(name);
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
     let config = SqlStoreConfig::new("kv").create_table(true);
     let store = SqlStore::builder(db.clone(), config)
         .build()
         .expect("a valid store config");
-    (db, Arc::new(store))
+    (dir, db, Arc::new(store))
 }
 
 fn number(b: &Bytes) -> u64 {
@@ -268,7 +270,7 @@ async fn sqlite_batched_reads_see_every_acknowledged_write() {
     // lane busy, so reads run in shared read transactions. Every read must see every write
     // acknowledged before it was asked: the writer its own last value, a reader never a value
     // older than one it saw before.
-    let (db, store) = shared_store("reads");
+    let (_dir, db, store) = shared_store("reads");
     const KEYS: usize = 16;
     for k in 0..KEYS {
         store.set(&format!("k{k:02}"), v("0"), None).await.unwrap();
@@ -310,7 +312,7 @@ async fn sqlite_cancelled_callers_never_stall_the_lanes() {
     // lane may be left without a leader, or every later call would wait forever. (The exact
     // moment just after being handed the leader's place is pinned down by a unit test in
     // src/sqlite.rs.)
-    let (db, store) = shared_store("cancel");
+    let (_dir, db, store) = shared_store("cancel");
     let mut tasks = Vec::new();
     for t in 0..16u64 {
         let store = Arc::clone(&store);
@@ -361,7 +363,7 @@ fn rows_in(path: &str) -> i64 {
 #[tokio::test(start_paused = true)]
 async fn sqlite_cleanup_timer_deletes_expired_rows_and_stops() {
     let clock = ManualClock::at_millis(1_000_000);
-    let path = temp_db("timer");
+    let (_dir, path) = temp_db("timer");
     let db = SqlDatabase::sqlite(SqliteConfig::new(path.clone()));
     let config = SqlStoreConfig::new("kv")
         .create_table(true)
@@ -430,10 +432,19 @@ fn full_disk_value(key: &str) -> Bytes {
     )
 }
 
-/// Runs this test binary again for `test` alone: how a test becomes its own child process.
+/// Runs this test binary again for `test` (a test of this module) alone: how a test becomes its
+/// own child process.
 fn rerun(test: &str) -> Command {
+    // Test names are module paths without the crate's name: `sql::<test>`.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    cmd.args(["--exact", test, "--nocapture", "--test-threads", "1"]);
+    cmd.args([
+        "--exact",
+        &format!("{module}::{test}"),
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]);
     cmd
 }
 
@@ -492,21 +503,19 @@ async fn sqlite_full_disk_refuses_writes_truthfully_and_recovers() {
             return;
         }
     }
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("full-disk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("test folder");
+    let dir = TempDir::new("full-disk");
     let inside = this_test("inside");
     let out = Command::new("unshare")
         .args(namespace_args())
         .arg(inside.get_program())
         .args(inside.get_args())
         .env(FULL_DISK_ROLE, "inside")
-        .env(FULL_DISK_PATH, &dir)
+        .env(FULL_DISK_PATH, dir.path())
         .stderr(Stdio::inherit())
         .output()
         .expect("run the test inside a mount namespace");
-    // The tmpfs went with the namespace; the folder it was mounted on is empty.
-    let _ = std::fs::remove_dir(&dir);
+    // The tmpfs went with the namespace; the folder it was mounted on is empty, and goes with
+    // `dir`.
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         panic!("the full-disk run failed ({}):\n{stdout}", out.status);
@@ -792,7 +801,7 @@ async fn full_disk_writer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_closes_every_connection_the_writers_included() {
     // SQLite removes a database's WAL file when its last connection closes.
-    let path = temp_db("close");
+    let (_dir, path) = temp_db("close");
     let db = SqlDatabase::sqlite(SqliteConfig::new(path.clone()));
     let store = SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
         .build()

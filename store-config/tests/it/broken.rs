@@ -500,13 +500,11 @@ fn every_problem_is_reported_not_just_the_first() {
 
 #[test]
 fn duplicate_ids_across_files_name_both_files() {
-    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dup-ids");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = store_testkit::TempDir::new("dup-ids");
     let entry = "namespace: app\nentries:\n  - name: c\n    kind: store.memory\n";
     std::fs::write(dir.join("a.yaml"), entry).unwrap();
     std::fs::write(dir.join("b.yaml"), entry).unwrap();
-    let e = Registry::load(&[&dir]).unwrap_err().0.remove(0);
+    let e = Registry::load(&[dir.path()]).unwrap_err().0.remove(0);
     assert_eq!(e.kind, AlreadyExists);
     let text = e.to_string();
     assert!(

@@ -2,28 +2,15 @@
 //! garbage, and the conformance suite on stores built from YAML.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use store_config::{NodeConfig, Registry};
 use store_core::{Bytes, ErrorKind, SharedStore, Store, format_duration, parse_duration};
-use store_testkit::Harness;
+use store_testkit::{Harness, TempDir};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn temp(name: &str) -> PathBuf {
-    static SEQ: AtomicUsize = AtomicUsize::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("store-config");
-    std::fs::create_dir_all(&dir).expect("test folder");
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let path = dir.join(format!("{name}-{}-{n}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    path
 }
 
 #[test]
@@ -155,7 +142,8 @@ fn unknown_store_ids_list_the_known_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_and_shutdown_are_idempotent_and_shutdown_closes_databases() {
-    let path = temp("lifecycle");
+    let dir = TempDir::new("lifecycle");
+    let path = dir.join("l.db");
     let yaml = format!(
         "namespace: l\nentries:\n  - name: db\n    kind: db.sql.sqlite\n    path: {}\n  \
          - name: kv\n    kind: store.sql\n    database: db\n    table_name: kv\n    \
@@ -238,11 +226,14 @@ fn memory_from_yaml(h: &Harness) -> SharedStore {
 }
 
 fn sqlite_from_yaml(h: &Harness) -> SharedStore {
+    let dir = TempDir::new("suite");
+    let path = dir.join("t.db");
+    h.keep(dir);
     let yaml = format!(
         "namespace: t\nentries:\n  - name: db\n    kind: db.sql.sqlite\n    path: {}\n  \
          - name: s\n    kind: store.sql\n    database: db\n    table_name: kv\n    \
          version_column_name: version\n    create_table: true\n",
-        temp("suite").display()
+        path.display()
     );
     Registry::builder()
         .clock(h.shared_clock())
