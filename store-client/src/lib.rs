@@ -20,7 +20,7 @@
 //! `Unavailable` (nothing was sent); a write whose answer never came is `Unavailable` or
 //! `Timeout` with `indeterminate` set (it may have been applied).
 //!
-//! With the `harness` feature, [`harness::NodeProcess`] runs a real `store-node` binary for tests.
+//! With the `harness` feature, `harness::NodeProcess` runs a real `store-node` binary for tests.
 
 #[cfg(feature = "harness")]
 pub mod harness;

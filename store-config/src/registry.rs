@@ -48,21 +48,14 @@ impl std::fmt::Debug for Entry {
 }
 
 impl Entry {
-    /// The effective settings (every default applied), as the backend's own config type:
-    /// `store_memory::Limits`, `store_sql::SqlStoreConfig` (with `database` resolved to a full
-    /// id), `store_sql::SqliteConfig` (with `path` resolved against the file's folder) or
-    /// `store_sql::PostgresConfig`. `None` when the entry is of another kind.
-    ///
-    /// ```
-    /// use store_config::Registry;
-    ///
-    /// let yaml = "namespace: app\nentries:\n  - name: cache\n    kind: store.memory\n";
-    /// let registry = Registry::builder().load_str("app.yaml", yaml).unwrap();
-    /// let limits = registry.entry("app:cache").and_then(|e| e.settings::<store_memory::Limits>());
-    /// assert_eq!(limits.map(|l| l.max_size), Some(10_000));
-    /// ```
+    /// The effective settings (every default applied), as the backend crate's own type: the
+    /// `Limits` of a `store.memory` entry, the `SqlStoreConfig` of a `store.sql` one (with
+    /// `database` resolved to a full id), the `SqliteConfig` or `PostgresConfig` of a database
+    /// entry (a SQLite `path` resolved against the file's folder). `None` when `T` is not the
+    /// entry's type.
     pub fn settings<T: std::any::Any>(&self) -> Option<&T> {
-        self.settings.as_any().downcast_ref::<T>()
+        // Through the box to the value: `Box<dyn Settings>` is itself `Settings`.
+        (*self.settings).as_any().downcast_ref::<T>()
     }
 
     /// The store, if this is a store entry.

@@ -56,7 +56,10 @@ pub(crate) enum Reads {
 /// An engine's answer to a [`Bound`] statement, as its [`Reads`] asked.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
-    allow(dead_code, reason = "only an engine runs statements, and this build has none")
+    allow(
+        dead_code,
+        reason = "only an engine runs statements, and this build has none"
+    )
 )]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Answer {
@@ -70,7 +73,10 @@ pub(crate) enum Answer {
 /// what it is called in errors.
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
-    allow(dead_code, reason = "only an engine runs statements, and this build has none")
+    allow(
+        dead_code,
+        reason = "only an engine runs statements, and this build has none"
+    )
 )]
 #[derive(Debug, Clone)]
 pub(crate) struct Bound {
@@ -143,7 +149,10 @@ pub(crate) struct Statements {
     /// statements of `create_table: true`, in order
     #[cfg_attr(
         not(any(feature = "sqlite", feature = "postgres")),
-        allow(dead_code, reason = "only an engine runs statements, and this build has none")
+        allow(
+            dead_code,
+            reason = "only an engine runs statements, and this build has none"
+        )
     )]
     pub(crate) create: Vec<String>,
     /// whether rows carry versions
