@@ -11,6 +11,9 @@ use crate::error::{ConfigError, ConfigErrors, closest};
 use crate::registry::{Registry, RegistryBuilder};
 
 const DEFAULT_BIND: &str = "127.0.0.1:7700";
+/// The keys of a node file, and of its `http` section.
+const TOP_FIELDS: &[&str] = &["data_dir", "http", "cluster", "registry"];
+const HTTP_FIELDS: &[&str] = &["bind", "token_env", "insecure"];
 
 fn default_bind() -> String {
     DEFAULT_BIND.to_owned()
@@ -82,42 +85,63 @@ impl NodeConfig {
 
     /// Checks a node config given as text; `path` is where it (notionally) lives.
     pub fn from_str(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
-        let de = serde_norway::Deserializer::from_str(text);
-        let parsed: NodeFile = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let at = inner.location().map(|l| (l.line(), l.column()));
-            let mut message = inner.to_string();
-            // serde_norway appends " at line L column C"; the position is in the prefix already.
-            if let Some(cut) = message.find(" at line ") {
-                message.truncate(cut);
-            }
-            // Nested errors come as "http: unknown field …": the path is named as the field.
-            if let Some(at) = message.find("unknown field `") {
-                message.drain(..at);
-            }
-            if let Some(unknown) = message
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                .map(str::to_owned)
-            {
-                let unknown = unknown.as_str();
-                let known = [
-                    "data_dir",
-                    "http",
-                    "cluster",
-                    "registry",
-                    "bind",
-                    "token_env",
-                    "insecure",
-                ];
-                if let Some(c) = closest(unknown, &known) {
-                    message = format!("unknown field `{unknown}`, did you mean `{c}`?");
+        // 1-based line and column of the first `key:` at any depth, for errors.
+        let position = |key: &str| {
+            text.lines().enumerate().find_map(|(n, l)| {
+                let trimmed = l.trim_start();
+                trimmed
+                    .starts_with(&format!("{key}:"))
+                    .then(|| (n + 1, l.len() - trimmed.len() + 1))
+            })
+        };
+        let doc: Value = serde_norway::from_str(text).map_err(|e| {
+            let at = e.location().map(|l| (l.line(), l.column()));
+            ConfigError::invalid(path, format!("invalid YAML: {e}")).at(at)
+        })?;
+        // Unknown keys are found here, by name, so the error names the field and a suggestion.
+        let mut errors = Vec::new();
+        let mut check = |mapping: &serde_norway::Mapping, prefix: &str, known: &[&str]| {
+            for key in mapping.keys() {
+                let name = key.as_str().unwrap_or("?");
+                if !known.contains(&name) {
+                    let hint = closest(name, known)
+                        .map(|c| format!(", did you mean `{c}`?"))
+                        .unwrap_or_else(|| format!("; known: {}", known.join(", ")));
+                    errors.push(
+                        ConfigError::invalid(path, format!("unknown field `{name}`{hint}"))
+                            .field(&format!("{prefix}{name}"))
+                            .at(position(name)),
+                    );
                 }
             }
-            let mut err = ConfigError::invalid(path, message).at(at);
+        };
+        match &doc {
+            Value::Mapping(top) => {
+                check(top, "", TOP_FIELDS);
+                if let Some(Value::Mapping(http)) = top.get("http") {
+                    check(http, "http.", HTTP_FIELDS);
+                }
+            }
+            Value::Null => {}
+            _ => errors.push(ConfigError::invalid(
+                path,
+                "a node config is a mapping (data_dir, http, cluster, registry)",
+            )),
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let doc = match doc {
+            Value::Null => Value::Mapping(serde_norway::Mapping::new()),
+            other => other,
+        };
+        let parsed: NodeFile = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let field = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let last = field.rsplit('.').next().unwrap_or(&field).to_owned();
+            let mut err = ConfigError::invalid(path, message);
             if field != "." {
-                err = err.field(&field);
+                err = err.field(&field).at(position(&last));
             }
             ConfigErrors::from(err)
         })?;
@@ -134,11 +158,6 @@ impl NodeConfig {
                 .components()
                 .filter(|c| !matches!(c, std::path::Component::CurDir))
                 .collect::<PathBuf>()
-        };
-        let position = |key: &str| {
-            text.lines()
-                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-                .map(|n| (n + 1, 1))
         };
         let bind: SocketAddr = parsed.http.bind.parse().map_err(|_| {
             ConfigError::invalid(
@@ -222,13 +241,35 @@ mod tests {
             NodeConfig::from_str(Path::new("n.yaml"), "http:\n  bind: 0.0.0.0:7700\n").unwrap_err();
         assert!(
             e.to_string()
-                .starts_with("n.yaml:2:1: field `http.bind`: `0.0.0.0:7700` is not a loopback"),
+                .starts_with("n.yaml:2:3: field `http.bind`: `0.0.0.0:7700` is not a loopback"),
             "{e}"
         );
         let ok = "http:\n  bind: 0.0.0.0:7700\n  token_env: STORE_TOKEN\n";
         assert!(NodeConfig::from_str(Path::new("n.yaml"), ok).is_ok());
         let ok = "http:\n  bind: 0.0.0.0:7700\n  insecure: true\n";
         assert!(NodeConfig::from_str(Path::new("n.yaml"), ok).is_ok());
+    }
+
+    #[test]
+    fn wrong_types_and_bad_yaml_name_their_field_and_line() {
+        let e = NodeConfig::from_str(Path::new("n.yaml"), "http:\n  insecure: maybe\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("n.yaml:2:3: field `http.insecure`: "), "{e}");
+        let e = NodeConfig::from_str(Path::new("n.yaml"), "registry: [a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("n.yaml:") && e.contains("invalid YAML"),
+            "{e}"
+        );
+        let e = NodeConfig::from_str(Path::new("n.yaml"), "data_dri: x\nbogus: 1\n").unwrap_err();
+        assert_eq!(e.len(), 2, "every unknown key is reported: {e}");
+        assert!(
+            e.to_string()
+                .contains("; known: data_dir, http, cluster, registry"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -518,3 +518,122 @@ fn small_values_over_http_cost_about_their_size() {
         "{per_key} bytes of resident memory per 64-byte value (RSS {before} -> {after})"
     );
 }
+
+#[test]
+fn the_typed_client_gets_the_nodes_answers_and_errors_intact() {
+    use store_core::{Bytes, ErrorKind, ListOptions, PutOptions};
+    let node = Node::start("typed-client");
+    let client = node.process.client().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stores = client.stores().await.unwrap();
+        let mem = stores.iter().find(|s| s.info.id == "app:mem").unwrap();
+        assert_eq!(mem.info.capabilities.max_value_size, 1024);
+        assert_eq!(mem.usage.map(|u| u.entries), Some(0));
+
+        let written = client
+            .put(
+                "app:sql",
+                "k",
+                Bytes::from("v"),
+                PutOptions::new().ttl(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+        assert!(written.version > 0 && written.expires_at.is_some());
+        let got = client.entry("app:sql", "k").await.unwrap();
+        assert_eq!(
+            (got.value, got.version),
+            (Bytes::from("v"), written.version)
+        );
+        assert!(client.has("app:sql", "k").await.unwrap());
+        assert!(!client.has("app:sql", "nope").await.unwrap());
+
+        let exists = client
+            .put(
+                "app:sql",
+                "k",
+                Bytes::from("w"),
+                PutOptions::new().if_absent(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (exists.kind(), exists.retryable()),
+            (ErrorKind::AlreadyExists, false)
+        );
+        let conflict = client
+            .put(
+                "app:sql",
+                "k",
+                Bytes::from("w"),
+                PutOptions::new().if_version(written.version + 9),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (conflict.kind(), conflict.retryable()),
+            (ErrorKind::Conflict, true)
+        );
+        assert!(!conflict.is_indeterminate());
+        let full = client
+            .put("app:tiny", "a", Bytes::from("1"), PutOptions::new())
+            .await
+            .and(
+                client
+                    .put("app:tiny", "b", Bytes::from("2"), PutOptions::new())
+                    .await,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (full.kind(), full.retryable()),
+            (ErrorKind::Unavailable, true)
+        );
+        let big = client
+            .put(
+                "app:mem",
+                "big",
+                Bytes::from(vec![b'x'; 2000]),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(big.too_large().map(|t| t.limit), Some(1024), "{big:?}");
+        let absent = client.entry("app:sql", "nope").await.unwrap_err();
+        assert_eq!(absent.kind(), ErrorKind::NotFound);
+        let unknown = client.describe("app:nope").await.unwrap_err();
+        assert_eq!(unknown.kind(), ErrorKind::NotFound);
+        assert!(unknown.message().contains("known stores"), "{unknown}");
+
+        let page = client
+            .list("app:sql", &ListOptions::new().prefix("k"))
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+        assert!(client.delete("app:sql", "k").await.unwrap());
+        assert!(!client.delete("app:sql", "k").await.unwrap());
+    });
+    // A node that is gone: Unavailable, and a write to it was never sent, so not indeterminate.
+    let addr = node.process.addr().to_owned();
+    drop(node);
+    let gone = store_client::Client::new(&addr).unwrap();
+    runtime.block_on(async {
+        let e = gone.entry("app:sql", "k").await.unwrap_err();
+        assert_eq!(
+            (e.kind(), e.is_indeterminate()),
+            (ErrorKind::Unavailable, false)
+        );
+        let e = gone
+            .put("app:sql", "k", Bytes::from("v"), PutOptions::new())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        assert!(
+            !e.is_indeterminate(),
+            "nothing was sent to a node that refused the connection"
+        );
+    });
+}
