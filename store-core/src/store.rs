@@ -81,6 +81,9 @@ pub trait Store: Send + Sync + Debug + 'static {
     /// - `if_version_zero_is_invalid`: `IfVersion(0)` is `Invalid`.
     /// - `versions_strictly_increase_per_key`: every write of a key, including after a delete,
     ///   gives a version greater than any the key had.
+    /// - `versions_fit_in_53_bits`: every version is below 2⁵³
+    ///   ([`VERSION_LIMIT`](crate::backend::validate::VERSION_LIMIT)), so a JSON client holds it
+    ///   exactly.
     /// - `unsupported_conditions_write_nothing`: a condition the store cannot honour is
     ///   `Unsupported` and writes nothing.
     /// - `concurrent_compare_and_swap_loses_no_increment`: 8 tasks × 50 CAS increments of one

@@ -620,6 +620,21 @@ pub async fn versions_strictly_increase_per_key<S: Store>(s: S, _h: Harness) {
     }
 }
 
+pub async fn versions_fit_in_53_bits<S: Store>(s: S, _h: Harness) {
+    let mut seen = Vec::new();
+    for round in 0..3 {
+        seen.push(ok(s.put("k", b("v"), PutOptions::new()).await).version);
+        seen.push(ok(s.put(&format!("other{round}"), b("v"), PutOptions::new()).await).version);
+        ok(s.set("k", b("w"), None).await);
+        seen.extend(ok(s.entry("k").await).map(|e| e.version));
+        assert!(ok(s.delete("k").await));
+    }
+    assert!(
+        seen.iter().all(|v| *v < validate::VERSION_LIMIT),
+        "every version must be below 2^53 (exact in a JSON number): {seen:?}"
+    );
+}
+
 pub async fn unsupported_conditions_write_nothing<S: Store>(s: S, _h: Harness) {
     let mut checked = false;
     if !can_if_absent(&s) {

@@ -195,6 +195,7 @@ macro_rules! conformance_suite {
             if_version_match_writes_a_newer_version,
             if_version_zero_is_invalid,
             versions_strictly_increase_per_key,
+            versions_fit_in_53_bits,
             unsupported_conditions_write_nothing,
             concurrent_compare_and_swap_loses_no_increment,
             concurrent_if_absent_has_one_winner,

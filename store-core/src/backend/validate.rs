@@ -13,6 +13,10 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 1 << 20;
 /// Longest TTL: 100 years of 365.25 days.
 pub const MAX_TTL: Duration = Duration::from_secs(100 * 31_557_600);
+/// Every version a store hands out is below this: 2⁵³, the largest integer a JSON number holds
+/// exactly in every client (JavaScript's `Number`), so a version read from a JSON body can be
+/// sent back unchanged.
+pub const VERSION_LIMIT: u64 = 1 << 53;
 /// Page size when the caller gives none (or 0).
 pub const DEFAULT_LIST_LIMIT: usize = 100;
 /// Largest page; larger requests are clamped to it.

@@ -637,3 +637,70 @@ fn the_typed_client_gets_the_nodes_answers_and_errors_intact() {
         );
     });
 }
+
+/// Read-modify-write loops from Node.js's `fetch`: versions come from JSON bodies (a list item,
+/// a PUT's answer) and go back as `if_version`, as a JavaScript client would do it.
+const JS_COUNTER: &str = r#"
+const [base, store, key, workers, rounds] = process.argv.slice(2);
+const url = `${base}/v1/stores/${store}/keys/${key}`;
+async function current() {
+  const r = await fetch(`${base}/v1/stores/${store}/keys?prefix=${key}&limit=1`);
+  const page = await r.json();
+  const item = page.items.find((i) => i.key === key);
+  return { count: Number(Buffer.from(item.value, "base64").toString()), version: item.version };
+}
+async function worker() {
+  let { count, version } = await current();
+  for (let done = 0, tries = 0; done < Number(rounds); ) {
+    if (++tries > 100 * Number(rounds)) throw new Error(`no progress: version ${version}`);
+    const r = await fetch(`${url}?if_version=${version}`, { method: "PUT", body: String(count + 1) });
+    if (r.status === 200) {
+      version = (await r.json()).version;
+      count += 1;
+      done += 1;
+    } else if (r.status === 409) {
+      ({ count, version } = await current());
+    } else {
+      throw new Error(`HTTP ${r.status}: ${await r.text()}`);
+    }
+  }
+}
+(async () => {
+  await fetch(url, { method: "PUT", body: "0" });
+  await Promise.all(Array.from({ length: Number(workers) }, worker));
+  const { count } = await current();
+  console.log(count);
+})().catch((e) => { console.error(e.message); process.exit(1); });
+"#;
+
+#[test]
+fn a_javascript_client_compares_and_swaps_with_the_versions_it_reads() {
+    let Ok(version) = Command::new("node").arg("--version").output() else {
+        return store_testkit::loud_skip(
+            "a_javascript_client_compares_and_swaps_with_the_versions_it_reads",
+            "Node.js is not installed (`node` not found)",
+        );
+    };
+    assert!(version.status.success());
+    let node = Node::start("javascript");
+    let dir = TempDir::new("javascript");
+    let script = dir.join("counter.js");
+    std::fs::write(&script, JS_COUNTER).unwrap();
+    for store in ["app:mem", "app:sql"] {
+        let out = Command::new("node")
+            .arg(&script)
+            .args([&node.url(""), store, "counter", "4", "25"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{store}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "100",
+            "{store}: 4 workers × 25 increments"
+        );
+    }
+}
