@@ -8,6 +8,9 @@
 //! the ceiling of any group commit: one thread committing as many writes per transaction as
 //! there are clients, with no coordination at all.
 //!
+//! `sqlite.set_full` repeats the set rows with `synchronous: full` on both sides, where every
+//! commit waits for an fsync and a group commit shares one among its batch.
+//!
 //! `cargo bench -p store-sql -- sqlite` runs only the SQLite rows.
 
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use store_core::Store;
-use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig};
+use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig, SqliteConfig, Synchronous};
 use store_testkit::bench::{self, Rng, Row};
 
 const KEYS: usize = 10_000;
@@ -104,13 +107,25 @@ const UPSERT_SQLITE: &str = "INSERT INTO kv_raw (key, value, expires_at) VALUES 
 const GET_SQLITE: &str = "SELECT value, expires_at FROM kv_raw WHERE key = ?1 \
     AND (expires_at IS NULL OR expires_at > ?2)";
 
+/// The synchronous mode of the rows being measured: ours and every raw peer use the same one.
+static SYNC: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn sync_mode() -> Synchronous {
+    if SYNC.load(std::sync::atomic::Ordering::Relaxed) {
+        Synchronous::Full
+    } else {
+        Synchronous::Normal
+    }
+}
+
 fn raw_sqlite_conn(path: &str) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
     let _: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
         .unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    conn.pragma_update(None, "synchronous", sync_mode().as_pragma())
+        .unwrap();
     conn
 }
 
@@ -313,10 +328,17 @@ fn main() {
     let rt = runtime();
     let (mut get_rows, mut set_rows) = (Vec::new(), Vec::new());
 
-    for (op, name) in [(Op::Get, "sqlite.get"), (Op::Set, "sqlite.set")] {
+    let mut full_rows = Vec::new();
+    for (op, name) in [
+        (Op::Get, "sqlite.get"),
+        (Op::Set, "sqlite.set"),
+        (Op::Set, "sqlite.set_full"),
+    ] {
         if !wanted(name) {
             continue;
         }
+        let full = name.ends_with("_full");
+        SYNC.store(full, std::sync::atomic::Ordering::Relaxed);
         for clients in CLIENTS {
             let tag = format!("{name}-{clients}");
             let path = |kind: &str| {
@@ -325,7 +347,8 @@ fn main() {
                     .into_owned()
             };
             let m = median_of_rounds(|| {
-                let db = SqlDatabase::sqlite(SqliteConfig::new(path("ours")));
+                let db =
+                    SqlDatabase::sqlite(SqliteConfig::new(path("ours")).synchronous(sync_mode()));
                 let store =
                     SqlStore::builder(db.clone(), SqlStoreConfig::new("kv").create_table(true))
                         .build()
@@ -333,17 +356,23 @@ fn main() {
                 let mut m = vec![ours(&rt, &store, op, clients)];
                 rt.block_on(db.close());
                 m.push(raw_sqlite(&path("raw"), op, clients));
-                m.push(raw_sqlite_async(&rt, &path("raw-async"), op, clients));
+                if !full {
+                    m.push(raw_sqlite_async(&rt, &path("raw-async"), op, clients));
+                }
                 if op == Op::Set {
                     m.push(raw_sqlite_batched(&path("raw-batched"), clients));
                 }
                 m
             });
-            let names = [
-                "rusqlite",
-                "rusqlite+spawn_blocking",
-                "rusqlite, clients writes/tx",
-            ];
+            let names: &[&str] = if full {
+                &["rusqlite (full)", "rusqlite (full), clients writes/tx"]
+            } else {
+                &[
+                    "rusqlite",
+                    "rusqlite+spawn_blocking",
+                    "rusqlite, clients writes/tx",
+                ]
+            };
             let (ops, peers) = (
                 m[0],
                 names
@@ -354,6 +383,7 @@ fn main() {
             );
             let rows = match op {
                 Op::Get => &mut get_rows,
+                Op::Set if full => &mut full_rows,
                 Op::Set => &mut set_rows,
             };
             rows.push(Row {
@@ -364,7 +394,8 @@ fn main() {
             });
         }
     }
-    for rows in [get_rows, set_rows] {
+    SYNC.store(false, std::sync::atomic::Ordering::Relaxed);
+    for rows in [get_rows, set_rows, full_rows] {
         if !rows.is_empty() {
             bench::report("store-sql", &rows);
         }

@@ -155,6 +155,34 @@ pub(crate) struct Checked {
     pub(crate) max_value_size: usize,
 }
 
+/// When SQLite waits for the disk (its `synchronous` pragma, in WAL mode).
+///
+/// | mode | a process crash loses | a power loss (or OS crash) loses |
+/// |---|---|---|
+/// | `normal` (default) | nothing acknowledged | the writes of the last moments before it: committed transactions not yet checkpointed may roll back, never a torn database |
+/// | `full` | nothing acknowledged | nothing acknowledged: every commit waits for its fsync |
+///
+/// With `full`, a group commit shares one fsync among every write of its batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Sync the WAL at checkpoints only: durable across a process crash.
+    #[default]
+    Normal,
+    /// Sync the WAL at every commit: durable across a power loss.
+    Full,
+}
+
+impl Synchronous {
+    /// The pragma's value: `NORMAL` or `FULL`.
+    pub const fn as_pragma(self) -> &'static str {
+        match self {
+            Self::Normal => "NORMAL",
+            Self::Full => "FULL",
+        }
+    }
+}
+
 /// Fields of a `db.sql.sqlite` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,18 +193,29 @@ pub struct SqliteConfig {
     /// (default `5s`).
     #[serde(default)]
     pub busy_timeout: Option<HumanDuration>,
+    /// `normal` (default) or `full`: see [`Synchronous`].
+    #[serde(default)]
+    pub synchronous: Option<Synchronous>,
 }
 
 impl SqliteConfig {
     /// Every field a `db.sql.sqlite` entry may have.
-    pub const FIELDS: &'static [&'static str] = &["path", "busy_timeout"];
+    pub const FIELDS: &'static [&'static str] = &["path", "busy_timeout", "synchronous"];
 
     /// A database at `path`.
     pub fn new(path: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             busy_timeout: None,
+            synchronous: None,
         }
+    }
+
+    /// Sets when commits wait for the disk.
+    #[must_use]
+    pub fn synchronous(mut self, mode: Synchronous) -> Self {
+        self.synchronous = Some(mode);
+        self
     }
 }
 

@@ -43,7 +43,7 @@ mod sqlite;
 mod store;
 mod version;
 
-pub use config::{PostgresConfig, SqlStoreConfig, SqliteConfig, redact_url};
+pub use config::{PostgresConfig, SqlStoreConfig, SqliteConfig, Synchronous, redact_url};
 pub use engine::WriteStats;
 pub use ident::MAX_IDENT_LEN;
 pub use store::{SqlDatabase, SqlStore, SqlStoreBuilder};

@@ -107,7 +107,8 @@ fn open_connection(config: &SqliteConfig, memory: bool) -> Result<Connection> {
             )));
         }
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
+    let synchronous = config.synchronous.unwrap_or_default();
+    conn.pragma_update(None, "synchronous", synchronous.as_pragma())
         .map_err(|e| error::sqlite(&context(), e))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
@@ -238,5 +239,30 @@ impl Engine for SqliteEngine {
         if let Some(lanes) = self.lanes.get() {
             lanes.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Synchronous;
+
+    #[test]
+    fn connections_take_the_configured_synchronous_mode() {
+        let dir = std::env::temp_dir().join(format!("store-sql-sync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test folder");
+        let path = dir.join("s.db").to_string_lossy().into_owned();
+        let mode = |config: &SqliteConfig| -> i64 {
+            let conn = open_connection(config, false).expect("open");
+            conn.pragma_query_value(None, "synchronous", |r| r.get(0))
+                .expect("pragma")
+        };
+        // 1 = NORMAL, 2 = FULL.
+        assert_eq!(mode(&SqliteConfig::new(path.clone())), 1);
+        assert_eq!(
+            mode(&SqliteConfig::new(path.clone()).synchronous(Synchronous::Full)),
+            2
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

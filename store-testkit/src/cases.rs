@@ -624,7 +624,11 @@ pub async fn versions_fit_in_53_bits<S: Store>(s: S, _h: Harness) {
     let mut seen = Vec::new();
     for round in 0..3 {
         seen.push(ok(s.put("k", b("v"), PutOptions::new()).await).version);
-        seen.push(ok(s.put(&format!("other{round}"), b("v"), PutOptions::new()).await).version);
+        seen.push(
+            ok(s.put(&format!("other{round}"), b("v"), PutOptions::new())
+                .await)
+            .version,
+        );
         ok(s.set("k", b("w"), None).await);
         seen.extend(ok(s.entry("k").await).map(|e| e.version));
         assert!(ok(s.delete("k").await));

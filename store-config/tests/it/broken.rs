@@ -287,6 +287,14 @@ const CASES: &[Case] = &[
         &["must not be empty"],
     ),
     case(
+        "  - name: db\n    kind: db.sql.sqlite\n    path: x.db\n    synchronous: fast\n",
+        Invalid,
+        Some("app:db"),
+        "synchronous",
+        6,
+        &["unknown variant `fast`", "`normal`", "`full`"],
+    ),
+    case(
         "  - name: pg\n    kind: db.sql.postgres\n    pool_size: 4\n",
         Invalid,
         Some("app:pg"),

@@ -114,6 +114,7 @@ entries:
         Some(c) => {
             assert_eq!(c.path, "x.db", "relative to the file's folder (here: none)");
             assert_eq!(c.busy_timeout, None);
+            assert_eq!(c.synchronous, None, "normal unless asked");
         }
         other => panic!("{other:?}"),
     }
@@ -230,7 +231,8 @@ fn sqlite_from_yaml(h: &Harness) -> SharedStore {
     let path = dir.join("t.db");
     h.keep(dir);
     let yaml = format!(
-        "namespace: t\nentries:\n  - name: db\n    kind: db.sql.sqlite\n    path: {}\n  \
+        "namespace: t\nentries:\n  - name: db\n    kind: db.sql.sqlite\n    path: {}\n    \
+         synchronous: full\n  \
          - name: s\n    kind: store.sql\n    database: db\n    table_name: kv\n    \
          version_column_name: version\n    create_table: true\n",
         path.display()
