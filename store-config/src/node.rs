@@ -13,7 +13,7 @@ use crate::registry::{Registry, RegistryBuilder};
 const DEFAULT_BIND: &str = "127.0.0.1:7700";
 /// The keys of a node file, and of its `http` section.
 const TOP_FIELDS: &[&str] = &["data_dir", "http", "cluster", "registry"];
-const HTTP_FIELDS: &[&str] = &["bind", "token_env", "insecure"];
+const HTTP_FIELDS: &[&str] = &["bind", "token_env", "insecure", "metrics"];
 
 fn default_bind() -> String {
     DEFAULT_BIND.to_owned()
@@ -32,6 +32,13 @@ pub struct HttpConfig {
     /// Allow a non-loopback `bind` without a token.
     #[serde(default)]
     pub insecure: bool,
+    /// Serve `GET /metrics` and count what it reports (default true).
+    #[serde(default = "yes")]
+    pub metrics: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for HttpConfig {
@@ -40,6 +47,7 @@ impl Default for HttpConfig {
             bind: default_bind(),
             token_env: None,
             insecure: false,
+            metrics: true,
         }
     }
 }

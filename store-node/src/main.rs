@@ -12,6 +12,7 @@
 
 mod client;
 mod failures;
+mod metrics;
 mod server;
 #[cfg(feature = "test-clock")]
 mod test_clock;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::failures::FailureLog;
+use crate::metrics::{Metrics, Op};
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{Query, Request, State};
@@ -29,6 +30,8 @@ pub(crate) struct App {
     token: Option<String>,
     /// Storage failures logged so far, to log each cause once per window.
     failures: FailureLog,
+    /// What `GET /metrics` reports; `None` when `http.metrics` is off.
+    metrics: Option<Metrics>,
     /// The manual clock tests move, in a `test-clock` build started with one.
     #[cfg(feature = "test-clock")]
     pub(crate) test_clock: Option<store_core::ManualClock>,
@@ -39,6 +42,23 @@ impl App {
     fn failed(&self, id: &str, e: Error) -> ApiError {
         self.failures.record(id, &e);
         ApiError(e)
+    }
+
+    /// Runs one store call, counted and timed under `op` when metrics are on.
+    async fn call<T>(
+        &self,
+        id: &str,
+        op: Op,
+        call: impl std::future::Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let Some(metrics) = &self.metrics else {
+            return call.await;
+        };
+        let started = Instant::now();
+        let result = call.await;
+        let outcome = result.as_ref().map(drop).map_err(Error::kind);
+        metrics.operation(id, op, started.elapsed(), outcome);
+        result
     }
 }
 
@@ -147,8 +167,9 @@ async fn store_info(State(app): State<Arc<App>>, req: Request) -> ApiResult {
 async fn get_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
     let (id, key) = id_and_key(req.uri().path())?;
     let key = key.unwrap_or_default();
-    let entry = store(&app, &id)?
-        .entry(&key)
+    let store = store(&app, &id)?;
+    let entry = app
+        .call(&id, Op::get, store.entry(&key))
         .await
         .map_err(|e| app.failed(&id, e))?;
     let Some(entry) = entry else {
@@ -175,9 +196,12 @@ async fn head_key(State(app): State<Arc<App>>, req: Request) -> Response {
     let found = async {
         let (id, key) = id_and_key(&path)?;
         let store = store(&app, &id)?;
-        store.has(&key.unwrap_or_default()).await.inspect_err(|e| {
-            app.failures.record(&id, e);
-        })
+        let key = key.unwrap_or_default();
+        app.call(&id, Op::has, store.has(&key))
+            .await
+            .inspect_err(|e| {
+                app.failures.record(&id, e);
+            })
     }
     .await;
     match found {
@@ -258,8 +282,8 @@ async fn put_key(
     if body.len() > limit {
         return Err(Error::value_too_large(body.len(), limit).into());
     }
-    let e = store
-        .put(&key, body, options)
+    let e = app
+        .call(&id, Op::put, store.put(&key, body, options))
         .await
         .map_err(|e| app.failed(&id, e))?;
     Ok(axum::Json(json!({
@@ -272,8 +296,10 @@ async fn put_key(
 
 async fn delete_key(State(app): State<Arc<App>>, req: Request) -> ApiResult {
     let (id, key) = id_and_key(req.uri().path())?;
-    let deleted = store(&app, &id)?
-        .delete(&key.unwrap_or_default())
+    let store = store(&app, &id)?;
+    let key = key.unwrap_or_default();
+    let deleted = app
+        .call(&id, Op::delete, store.delete(&key))
         .await
         .map_err(|e| app.failed(&id, e))?;
     Ok(axum::Json(json!({ "deleted": deleted })).into_response())
@@ -301,8 +327,9 @@ async fn list_keys(
             .map_err(|_| Error::invalid(format!("limit {limit:?}: expected a number")))?;
         options = options.limit(n);
     }
-    let page = store(&app, &id)?
-        .list(options)
+    let store = store(&app, &id)?;
+    let page = app
+        .call(&id, Op::list, store.list(options))
         .await
         .map_err(|e| app.failed(&id, e))?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -357,10 +384,36 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
-async fn log_request(req: Request, next: Next) -> Response {
+/// `GET /metrics`: OpenMetrics text; 404 when `http.metrics` is off.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let Some(metrics) = &app.metrics else {
+        return ApiError(Error::not_found(
+            "metrics are off on this node (http.metrics: false)",
+        ))
+        .into_response();
+    };
+    let stores: Vec<SharedStore> = app
+        .registry
+        .store_ids()
+        .filter_map(|id| app.registry.store(id).ok())
+        .collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(&stores),
+    )
+        .into_response()
+}
+
+async fn log_request(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let started = Instant::now();
     let response = next.run(req).await;
+    if let Some(metrics) = &app.metrics {
+        metrics.http(response.status().as_u16());
+    }
     tracing::debug!(
         %method,
         path,
@@ -374,6 +427,7 @@ async fn log_request(req: Request, next: Next) -> Response {
 fn router(app: Arc<App>) -> Router {
     let router = Router::new()
         .route("/v1/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/stores", get(stores))
         .route("/v1/stores/{id}", get(store_info))
         .route("/v1/stores/{id}/keys", get(list_keys))
@@ -389,7 +443,10 @@ fn router(app: Arc<App>) -> Router {
     );
     router
         .layer(middleware::from_fn_with_state(Arc::clone(&app), authorize))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            log_request,
+        ))
         .with_state(app)
 }
 
@@ -438,6 +495,7 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         ),
         None => None,
     };
+    let store_ids: Vec<String> = registry.store_ids().map(str::to_owned).collect();
     // Read once from each store's capabilities: the body limit of every PUT.
     let limits = registry
         .entries()
@@ -455,6 +513,10 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         limits,
         token,
         failures: FailureLog::default(),
+        metrics: config
+            .http
+            .metrics
+            .then(|| Metrics::new(store_ids.iter().map(String::as_str))),
         #[cfg(feature = "test-clock")]
         test_clock,
     });

@@ -30,7 +30,7 @@ commands:
 ";
 
 /// Crates with a `cargo bench` target, in the order `cargo xtask bench` runs them.
-const BENCH_CRATES: &[&str] = &["store-memory", "store-sql"];
+const BENCH_CRATES: &[&str] = &["store-memory", "store-sql", "store-node"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -704,3 +704,128 @@ fn a_javascript_client_compares_and_swaps_with_the_versions_it_reads() {
         );
     }
 }
+
+/// Every sample of a scrape, by metric name and labels; every line that is not a comment must
+/// be a sample the parser understood.
+fn scrape(node: &Node) -> Vec<prometheus_parse::Sample> {
+    let r = node.call("GET", "/metrics", None);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        r.header("content-type")
+    );
+    let text = String::from_utf8(r.body).unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let scrape = prometheus_parse::Scrape::parse(lines.iter().cloned().map(Ok)).unwrap();
+    let sample_lines = lines.iter().filter(|l| !l.starts_with('#')).count();
+    let parsed: usize = scrape
+        .samples
+        .iter()
+        .map(|s| match &s.value {
+            // A histogram's buckets are one sample here (its sum and count are two more).
+            prometheus_parse::Value::Histogram(buckets) => buckets.len(),
+            _ => 1,
+        })
+        .sum();
+    assert_eq!(parsed, sample_lines, "every sample line parses:\n{text}");
+    scrape.samples
+}
+
+/// The value of the sample `metric` whose labels include `labels`.
+fn sample(samples: &[prometheus_parse::Sample], metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let found = samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)));
+    match found.map(|s| &s.value) {
+        Some(
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v),
+        ) => *v,
+        other => panic!("{metric} {labels:?}: {other:?}"),
+    }
+}
+
+#[test]
+fn metrics_count_what_the_node_does() {
+    let node = Node::start("metrics");
+    let before = scrape(&node);
+    let ok_puts = [("store", "app:mem"), ("op", "put"), ("outcome", "ok")];
+    assert_eq!(sample(&before, "store_operations_total", &ok_puts), 0.0);
+    for k in ["a", "b", "c"] {
+        let r = node.call("PUT", &format!("/v1/stores/app:mem/keys/{k}"), Some(b"v"));
+        assert_eq!(r.status, 200);
+    }
+    let exists = node.call(
+        "PUT",
+        "/v1/stores/app:mem/keys/a?if_absent=true",
+        Some(b"w"),
+    );
+    assert_eq!(exists.status, 409);
+    assert_eq!(
+        node.call("GET", "/v1/stores/app:mem/keys/a", None).status,
+        200
+    );
+    assert_eq!(
+        node.call("GET", "/v1/stores/app:mem/keys/zz", None).status,
+        404
+    );
+    assert_eq!(
+        node.call("HEAD", "/v1/stores/app:mem/keys/b", None).status,
+        200
+    );
+    assert_eq!(
+        node.call("DELETE", "/v1/stores/app:sql/keys/none", None)
+            .status,
+        200
+    );
+
+    let after = scrape(&node);
+    let count = |op: &str, outcome: &str| {
+        sample(
+            &after,
+            "store_operations_total",
+            &[("store", "app:mem"), ("op", op), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("put", "ok"), 3.0);
+    assert_eq!(count("put", "AlreadyExists"), 1.0);
+    // An absent key is a store call that succeeded; the 404 is the HTTP answer's.
+    assert_eq!((count("get", "ok"), count("get", "NotFound")), (2.0, 0.0));
+    assert_eq!(count("has", "ok"), 1.0);
+    let sql_delete = [("store", "app:sql"), ("op", "delete"), ("outcome", "ok")];
+    assert_eq!(sample(&after, "store_operations_total", &sql_delete), 1.0);
+    let put_latency = after
+        .iter()
+        .find(|s| {
+            s.metric == "store_operation_seconds"
+                && s.labels.get("store") == Some("app:mem")
+                && s.labels.get("op") == Some("put")
+        })
+        .map(|s| s.value.clone());
+    match put_latency {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            let total = buckets.last().map_or(0.0, |b| b.count);
+            assert_eq!(total, 4.0, "four puts timed: {buckets:?}");
+        }
+        other => panic!("put latency: {other:?}"),
+    }
+    assert_eq!(sample(&after, "store_keys", &[("store", "app:mem")]), 3.0);
+    let status = |code: &str| sample(&after, "http_requests_total", &[("status", code)]);
+    assert!(status("200") >= 6.0, "{}", status("200"));
+    assert_eq!((status("409"), status("404")), (1.0, 1.0));
+    assert!(sample(&after, "process_start_time_seconds", &[]) > 1.7e9);
+    assert!(
+        after
+            .iter()
+            .any(|s| s.metric == "store_node_build_info" && s.labels.get("version").is_some())
+    );
+
+    // Off by configuration: no route, and nothing counted.
+    let dir = TempDir::new("metrics-off");
+    let quiet = Node::start_in(dir.path(), "http:\n  metrics: false\n", &[]);
+    assert_eq!(quiet.call("GET", "/metrics", None).status, 404);
+}
