@@ -1,4 +1,5 @@
-//! The node config file (SPEC §9): data folder, HTTP settings, cluster settings, registry paths.
+//! The node config file (`docs/configuration.md`): data folder, HTTP settings, cluster settings,
+//! registry paths.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@ pub const DEFAULT_MAX_SIZE: usize = 10_000;
 /// Default `cleanup_interval`: 5 minutes.
 pub const DEFAULT_CLEANUP_INTERVAL: Duration = Duration::from_secs(300);
 
-/// Fields of a `store.memory` entry (SPEC §5). Absent fields and zeros take the defaults.
+/// Fields of a `store.memory` entry. Absent fields and zeros take the defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {

@@ -1,4 +1,4 @@
-//! `store-node serve`: the HTTP API of SPEC §10 over a loaded registry.
+//! `store-node serve`: the HTTP API (`docs/http-api.md`) over a loaded registry.
 
 use std::collections::HashMap;
 use std::sync::Arc;

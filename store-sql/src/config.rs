@@ -1,4 +1,5 @@
-//! Registry fields of `store.sql`, `db.sql.sqlite` and `db.sql.postgres` (SPEC §6).
+//! Registry fields of `store.sql`, `db.sql.sqlite` and `db.sql.postgres`
+//! (`docs/configuration.md`).
 
 use std::fmt;
 use std::time::Duration;

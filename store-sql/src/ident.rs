@@ -7,7 +7,7 @@ pub const MAX_IDENT_LEN: usize = 63;
 
 /// Words that cannot be bare names: PostgreSQL's reserved key words, plus the SQLite key words
 /// that have no fallback to a plain name. Non-reserved key words (`key`, `value`, `version`, …)
-/// are fine: SPEC's default column names are among them.
+/// are fine: the default column names `key` and `value` are among them.
 const RESERVED: &[&str] = &[
     // PostgreSQL reserved (and reserved-but-may-be-function/type)
     "all",

@@ -3,7 +3,7 @@
 //! client holds exactly until the year 2255.
 //!
 //! `old + 1` keeps a live row's versions strictly increasing; the stamp makes a key deleted and
-//! written again get a version above any it had, without a sequence object outside SPEC's schema
+//! written again get a version above any it had, without a sequence object outside the table
 //! (the old row is gone, but it was written at an earlier instant). The system clock is used, not
 //! the store's `Clock`: versions are not expiry decisions, and a manual clock stands still.
 

@@ -1,4 +1,4 @@
-//! A small benchmark harness shared by every backend's bench target (SPEC §13): it runs our
+//! A small benchmark harness shared by every backend's bench target: it runs our
 //! store and its peers on the same workload in the same process, prints a table with ratios and
 //! appends one JSON object per (row, peer) to `target/bench/<crate>.jsonl`.
 //!

@@ -3,7 +3,7 @@
 //! - `cargo xtask ci`: exactly what CI runs: fmt check, clippy `-D warnings`, every crate built
 //!   with each of its features alone and with none, tests, docs with warnings denied, `cargo
 //!   deny`, tidy. Ends with a table of phases and timings.
-//! - `cargo xtask tidy`: repository rules (layering of SPEC §1, crate docs, workspace lints, the
+//! - `cargo xtask tidy`: repository rules (the crates' layering, crate docs, workspace lints, the
 //!   trait's behaviour bullets matching the conformance cases).
 //! - `cargo xtask bench [--quick]`: every backend's benchmark.
 //!

@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-/// Which workspace crates each crate may depend on (SPEC §1). `*` means any workspace crate.
+/// Which workspace crates each crate may depend on (ARCHITECTURE.md, "Invariants"). `*` means
+/// any workspace crate.
 /// Dev-dependencies may also use `store-testkit`.
 const LAYERS: &[(&str, &[&str])] = &[
     ("store-core", &[]),
@@ -107,7 +108,7 @@ pub(crate) fn check(root: &Path) -> Result<String> {
         // Layering.
         match layers.get(p.name.as_str()) {
             None => problems.push(format!(
-                "{}: not in the layering table of xtask/src/tidy.rs (SPEC §1)",
+                "{}: not in the layering table of xtask/src/tidy.rs",
                 p.name
             )),
             Some(allowed) => {
@@ -161,9 +162,12 @@ pub(crate) fn check(root: &Path) -> Result<String> {
         ));
     }
 
+    let files = self_contained(root, &mut problems)?;
+
     if problems.is_empty() {
         Ok(format!(
-            "tidy: {} crates layered and documented, {} behaviour bullets = {} suite cases",
+            "tidy: {} crates layered and documented, {} behaviour bullets = {} suite cases, \
+             {files} files point at nothing outside the repository",
             packages.len(),
             bullets.len(),
             cases.len()
@@ -175,6 +179,50 @@ pub(crate) fn check(root: &Path) -> Result<String> {
         }
         bail!(msg)
     }
+}
+
+/// Text that points a reader outside the repository: a file beside the checkout that someone who
+/// clones the project does not have. Written in pieces so this file does not match itself.
+const OUTSIDE: &[&str] = &[
+    concat!("..", "/shared"),
+    concat!("shared", "/SPEC"),
+    concat!("SPEC", ".md"),
+    concat!("SPEC", " §"),
+];
+
+/// Checks every tracked source and documentation file (CI's own scripts aside, which may use
+/// what the machine offers) for references outside the repository; returns how many it read.
+fn self_contained(root: &Path, problems: &mut Vec<String>) -> Result<usize> {
+    let out = Command::new("git")
+        .current_dir(root)
+        .args(["ls-files", "-z"])
+        .output()
+        .context("cannot run `git ls-files` (tidy reads the tracked files)")?;
+    if !out.status.success() {
+        bail!("`git ls-files` failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut read = 0;
+    for name in String::from_utf8_lossy(&out.stdout).split('\0') {
+        let text_file = [".rs", ".md", ".toml", ".yaml", ".yml"]
+            .iter()
+            .any(|ext| name.ends_with(ext));
+        if name.is_empty() || name.starts_with(".ci/") || !text_file {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(root.join(name)) else {
+            continue; // deleted in the working tree
+        };
+        read += 1;
+        for (n, line) in text.lines().enumerate() {
+            if let Some(hit) = OUTSIDE.iter().find(|p| line.contains(**p)) {
+                problems.push(format!(
+                    "{name}:{}: `{hit}` points outside the repository; point at docs/ or rustdoc",
+                    n + 1
+                ));
+            }
+        }
+    }
+    Ok(read)
 }
 
 fn inherits_lints(manifest: &str) -> bool {
