@@ -134,13 +134,16 @@ fn sqlite(ctx: &Ctx<'_>) -> Result<Built> {
 #[cfg(feature = "postgres")]
 fn postgres(ctx: &Ctx<'_>) -> Result<Built> {
     use store_sql::{PostgresConfig, SqlDatabase};
-    let config: PostgresConfig = ctx.parse()?;
+    let mut config: PostgresConfig = ctx.parse()?;
+    config.ca_file = config
+        .ca_file
+        .map(|path| relative_to_file(&ctx.source.path, &path));
     let db = SqlDatabase::postgres(config.clone()).map_err(|e| ctx.backend_error(&e))?;
     Ok(Built::resource(db, config))
 }
 
 /// A path relative to the entry's file, as written paths mean; `:memory:` stays as it is.
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn relative_to_file(file: &std::path::Path, path: &str) -> String {
     let p = std::path::Path::new(path);
     if p.is_absolute() || path == ":memory:" || path.is_empty() {

@@ -220,6 +220,19 @@ impl SqliteConfig {
     }
 }
 
+/// Whether and how a PostgreSQL connection uses TLS (`tls` of a `db.sql.postgres` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain TCP; a server that requires TLS refuses the connection.
+    Disable,
+    /// TLS, without checking the server's certificate: encrypted, but open to an impostor.
+    Require,
+    /// TLS, and the server's certificate must be signed by a trusted CA (`ca_file`, else the
+    /// system's roots) for the host name (or IP address) the URL names.
+    VerifyFull,
+}
+
 /// Fields of a `db.sql.postgres` entry. `Debug` never shows the URL's password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -241,6 +254,13 @@ pub struct PostgresConfig {
     /// table creation gets at least 10 minutes.
     #[serde(default)]
     pub statement_timeout: Option<HumanDuration>,
+    /// `disable`, `require` or `verify-full`; default `verify-full` when the URL names a host
+    /// that is not loopback, `disable` for loopback hosts and Unix sockets.
+    #[serde(default)]
+    pub tls: Option<TlsMode>,
+    /// PEM file of the CA certificates `verify-full` trusts (default: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
 }
 
 impl PostgresConfig {
@@ -251,6 +271,8 @@ impl PostgresConfig {
         "pool_size",
         "connect_timeout",
         "statement_timeout",
+        "tls",
+        "ca_file",
     ];
 
     /// A database at `url`.
@@ -261,7 +283,23 @@ impl PostgresConfig {
             pool_size: None,
             connect_timeout: None,
             statement_timeout: None,
+            tls: None,
+            ca_file: None,
         }
+    }
+
+    /// Sets the TLS mode.
+    #[must_use]
+    pub fn tls(mut self, mode: TlsMode) -> Self {
+        self.tls = Some(mode);
+        self
+    }
+
+    /// Sets the CA certificates `verify-full` trusts.
+    #[must_use]
+    pub fn ca_file(mut self, path: impl Into<String>) -> Self {
+        self.ca_file = Some(path.into());
+        self
     }
 
     /// The URL, from `url` or the variable `url_env` names; exactly one must be given.
@@ -318,6 +356,8 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -382,6 +422,8 @@ mod tests {
             pool_size: None,
             connect_timeout: None,
             statement_timeout: None,
+            tls: None,
+            ca_file: None,
         };
         assert!(
             c.resolve_url()

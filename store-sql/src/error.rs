@@ -63,8 +63,19 @@ fn map_sqlite(context: &str, e: rusqlite::Error, write: bool) -> Error {
 #[cfg(feature = "postgres")]
 pub(crate) fn postgres(context: &str, e: tokio_postgres::Error) -> Error {
     let Some(db) = e.as_db_error() else {
-        // No server answer: the connection is gone or never came up.
-        return Error::unavailable(format!("{context}: database unreachable: {e}")).with_source(e);
+        // No server answer: the connection is gone or never came up. The driver's message
+        // leaves out its causes ("error performing TLS handshake"); the reader needs them.
+        let mut message = format!("{context}: database unreachable: {e}");
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = c.source();
+        }
+        return Error::unavailable(message).with_source(e);
     };
     let code = db.code().code();
     let message = format!("{context}: {} (SQLSTATE {code})", db.message());

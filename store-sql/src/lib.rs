@@ -41,9 +41,11 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;
+#[cfg(feature = "postgres")]
+mod tls;
 mod version;
 
-pub use config::{PostgresConfig, SqlStoreConfig, SqliteConfig, Synchronous, redact_url};
+pub use config::{PostgresConfig, SqlStoreConfig, SqliteConfig, Synchronous, TlsMode, redact_url};
 pub use engine::WriteStats;
 pub use ident::MAX_IDENT_LEN;
 pub use store::{SqlDatabase, SqlStore, SqlStoreBuilder};

@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{PostgresConfig, redact_url};
 use crate::engine::{Engine, Row};
@@ -78,6 +79,8 @@ impl ToSql for Param {
 /// A `db.sql.postgres` database.
 pub(crate) struct PostgresEngine {
     config: tokio_postgres::Config,
+    /// The TLS connector, `None` for plain TCP (`tls: disable`).
+    tls: Option<MakeRustlsConnect>,
     /// The URL without its password, for messages.
     shown: String,
     connect_timeout: Duration,
@@ -165,8 +168,11 @@ impl PostgresEngine {
             }
             Some(d) => d,
         };
+        let mode = crate::tls::mode(config, &pg);
+        let tls = crate::tls::connector(mode, config, &mut pg)?;
         Ok(Self {
             config: pg,
+            tls,
             shown,
             connect_timeout,
             statement_timeout,
@@ -177,22 +183,25 @@ impl PostgresEngine {
     }
 
     async fn connect(&self) -> Result<Conn> {
-        let attempt = tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls)).await;
-        let (client, connection) = match attempt {
-            Err(_) => {
-                return Err(Error::unavailable(format!(
-                    "postgres {}: no connection within {:?}",
-                    self.shown, self.connect_timeout
-                )));
+        let limit = self.connect_timeout;
+        let shown = &self.shown;
+        let failed = |e| error::postgres(&format!("postgres {shown}"), e);
+        let late =
+            || Error::unavailable(format!("postgres {shown}: no connection within {limit:?}"));
+        // The connection task ends when the server or the client closes the connection; the
+        // client then reports is_closed and the pool replaces it.
+        let (client, task) = match &self.tls {
+            None => {
+                let attempt = tokio::time::timeout(limit, self.config.connect(NoTls)).await;
+                let (client, connection) = attempt.map_err(|_| late())?.map_err(failed)?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
             }
-            Ok(Err(e)) => return Err(error::postgres(&format!("postgres {}", self.shown), e)),
-            Ok(Ok(pair)) => pair,
+            Some(tls) => {
+                let attempt = tokio::time::timeout(limit, self.config.connect(tls.clone())).await;
+                let (client, connection) = attempt.map_err(|_| late())?.map_err(failed)?;
+                (client, tokio::spawn(async move { drop(connection.await) }))
+            }
         };
-        let task = tokio::spawn(async move {
-            // Ends when the server or the client closes the connection; the client then
-            // reports is_closed and the pool replaces it.
-            let _ = connection.await;
-        });
         let conn = Conn {
             cancel: client.cancel_token(),
             client,
@@ -282,7 +291,7 @@ impl PostgresEngine {
             Err(Failure::Timeout) => {
                 lease.broken = true;
                 if let Some(conn) = &lease.conn {
-                    cancel_on_server(conn, self.connect_timeout);
+                    cancel_on_server(conn, self.connect_timeout, self.tls.clone());
                 }
                 let msg = format!(
                     "postgres {what}: no answer within {:?}",
@@ -322,10 +331,14 @@ impl PostgresEngine {
 
 /// Asks the server to cancel whatever `conn` is running, in the background: the caller has
 /// already been answered, and the connection is dropped either way.
-fn cancel_on_server(conn: &Conn, limit: Duration) {
+fn cancel_on_server(conn: &Conn, limit: Duration, tls: Option<MakeRustlsConnect>) {
     let token = conn.cancel.clone();
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(limit, token.cancel_query(NoTls)).await;
+        // Over the connection's own TLS: a server that requires it refuses a plain request.
+        let _ = match tls {
+            None => tokio::time::timeout(limit, token.cancel_query(NoTls)).await,
+            Some(tls) => tokio::time::timeout(limit, token.cancel_query(tls)).await,
+        };
     });
 }
 
@@ -463,7 +476,7 @@ impl Engine for PostgresEngine {
                 }
                 Err(_) => {
                     lease.broken = true;
-                    cancel_on_server(conn, self.connect_timeout);
+                    cancel_on_server(conn, self.connect_timeout, self.tls.clone());
                     return Err(Error::timeout(format!(
                         "postgres create_table: no answer within {:?}",
                         limit + CLIENT_GRACE

@@ -199,7 +199,10 @@ fn self_contained(root: &Path, problems: &mut Vec<String>) -> Result<usize> {
         .output()
         .context("cannot run `git ls-files` (tidy reads the tracked files)")?;
     if !out.status.success() {
-        bail!("`git ls-files` failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "`git ls-files` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let mut read = 0;
     for name in String::from_utf8_lossy(&out.stdout).split('\0') {

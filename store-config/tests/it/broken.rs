@@ -287,6 +287,27 @@ const CASES: &[Case] = &[
         &["must not be empty"],
     ),
     case(
+        "  - name: pg\n    kind: db.sql.postgres\n    url: postgres://h/d\n    tls: strict\n",
+        Invalid,
+        Some("app:pg"),
+        "tls",
+        6,
+        &[
+            "unknown variant `strict`",
+            "`disable`",
+            "`require`",
+            "`verify-full`",
+        ],
+    ),
+    case(
+        "  - name: pg\n    kind: db.sql.postgres\n    url: postgres://db.example.com/d\n    ca_file: nowhere.pem\n",
+        Invalid,
+        Some("app:pg"),
+        "ca_file",
+        6,
+        &["nowhere.pem", "cannot read it"],
+    ),
+    case(
         "  - name: db\n    kind: db.sql.sqlite\n    path: x.db\n    synchronous: fast\n",
         Invalid,
         Some("app:db"),

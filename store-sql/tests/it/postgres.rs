@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::pg;
 use store_core::{Bytes, ErrorKind, SharedStore, Store, StoreExt};
-use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig};
+use store_sql::{PostgresConfig, SqlDatabase, SqlStore, SqlStoreConfig, TlsMode};
 use store_testkit::{Harness, Options};
 
 /// Runs only where a PostgreSQL server could be started (a skip prints why). The store reports
@@ -265,4 +265,107 @@ fn a_statement_timeout_past_postgres_limit_is_invalid_and_named() {
     assert_eq!(e.kind(), ErrorKind::Invalid, "{e}");
     assert!(e.message().starts_with("statement_timeout "), "{e}");
     assert!(e.message().contains("PostgreSQL's limit"), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: a private server that accepts only TLS, with a certificate this test makes.
+
+/// A CA called `name`, and a certificate it signed for 127.0.0.1 with its key:
+/// `(ca_pem, cert_pem, key_pem)`.
+fn certificates(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("a CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, name);
+    let ca_pem = ca.self_signed(&ca_key).expect("a CA certificate").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("a server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("a server certificate");
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// Writes and reads one key through a store on `config`; the error of whichever failed.
+async fn round_trip(config: PostgresConfig) -> store_core::Result<()> {
+    let db = SqlDatabase::postgres(config)?;
+    let store =
+        SqlStore::builder(db.clone(), SqlStoreConfig::new("tls_kv").create_table(true)).build()?;
+    let result = async {
+        store.set("k", Bytes::from_static(b"v"), None).await?;
+        assert_eq!(store.get("k").await?, Some(Bytes::from_static(b"v")));
+        Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_checks_the_server_and_says_why_not() {
+    if let Err(why) = pg::shared() {
+        return pg::skip("postgres_over_tls_checks_the_server_and_says_why_not", &why);
+    }
+    let (ca, cert, key) = certificates("store test CA");
+    let (other_ca, _, _) = certificates("another CA");
+    let server = match pg::PgServer::start_tls("tls", &cert, &key) {
+        Ok(s) => s,
+        Err(why) => panic!("a TLS server should start where PostgreSQL runs: {why}"),
+    };
+    let dir = store_testkit::TempDir::new("pg-tls");
+    let (ca_file, other_file) = (dir.join("ca.pem"), dir.join("other.pem"));
+    std::fs::write(&ca_file, ca).expect("ca.pem");
+    std::fs::write(&other_file, other_ca).expect("other.pem");
+    let ca_file = ca_file.to_string_lossy().into_owned();
+    let url = server.url.clone();
+
+    // The right CA, the address the certificate names: connected, and checked.
+    let verified = PostgresConfig::new(url.clone())
+        .tls(TlsMode::VerifyFull)
+        .ca_file(ca_file.clone());
+    round_trip(verified)
+        .await
+        .expect("verify-full with the server's CA");
+    // Encrypted without a check.
+    round_trip(PostgresConfig::new(url.clone()).tls(TlsMode::Require))
+        .await
+        .expect("require accepts any certificate");
+
+    // Another CA: refused, and the error says it is the certificate.
+    let wrong_ca = PostgresConfig::new(url.clone())
+        .tls(TlsMode::VerifyFull)
+        .ca_file(other_file.to_string_lossy().into_owned());
+    let e = round_trip(wrong_ca).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.message().contains("certificate"), "{e}");
+    assert!(e.message().contains("UnknownIssuer"), "{e}");
+
+    // The right CA, another name than the certificate's (connecting to the same address).
+    let wrong_name = format!(
+        "postgres://postgres@localhost:{}/postgres?hostaddr=127.0.0.1",
+        server.port
+    );
+    let e = round_trip(
+        PostgresConfig::new(wrong_name)
+            .tls(TlsMode::VerifyFull)
+            .ca_file(ca_file.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.message().contains("certificate"), "{e}");
+    assert!(
+        e.message().contains("not valid for name \"localhost\""),
+        "{e}"
+    );
+
+    // Plain TCP (the default for a loopback host) to a server that requires TLS.
+    let e = round_trip(PostgresConfig::new(url.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message().contains("pg_hba.conf") && e.message().contains("no encryption"),
+        "{e}"
+    );
 }

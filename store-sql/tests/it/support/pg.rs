@@ -76,6 +76,46 @@ impl PgServer {
 
     /// initdb + start on a free port; `Err` says why it is impossible here.
     pub fn start_new(tag: &str) -> Result<Self, String> {
+        let server = Self::create(tag)?;
+        server.start()?;
+        Ok(server)
+    }
+
+    /// A server that accepts only TLS connections (`hostssl` in `pg_hba.conf`), presenting
+    /// `cert_pem` with `key_pem`.
+    pub fn start_tls(tag: &str, cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        let server = Self::create(tag)?;
+        let data = server.data();
+        let write = |name: &str, text: &str| {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+            if server.as_postgres
+                && let (Some(uid), Some(gid)) = (id_of("-u"), id_of("-g"))
+            {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(|e| format!("chown {}: {e}", path.display()))?;
+            }
+            Ok::<(), String>(())
+        };
+        write("server.crt", cert_pem)?;
+        write("server.key", key_pem)?;
+        write(
+            "pg_hba.conf",
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+        )?;
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| format!("read conf: {e}"))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| format!("write conf: {e}"))?;
+        server.start()?;
+        Ok(server)
+    }
+
+    /// initdb on a free port, not started.
+    fn create(tag: &str) -> Result<Self, String> {
         let bin = find_bin().ok_or("no initdb/pg_ctl on PATH or under /usr/lib/postgresql")?;
         let as_postgres = is_root();
         let base = std::env::temp_dir().join(format!("store-pg-{tag}-{}", std::process::id()));
@@ -98,7 +138,6 @@ impl PgServer {
         server.initdb()?;
         server.port = free_port();
         server.watchdog();
-        server.start()?;
         server.url = format!("postgres://postgres@127.0.0.1:{}/postgres", server.port);
         Ok(server)
     }
