@@ -36,6 +36,7 @@
 #![allow(clippy::result_large_err)]
 
 mod build;
+mod cluster;
 mod context;
 mod error;
 mod kinds;
@@ -43,6 +44,7 @@ mod node;
 mod registry;
 mod source;
 
+pub use cluster::{ClusterConfig, GossipSettings, RaftMembers, RaftSettings, SecretSource};
 pub use context::NodeContext;
 pub use error::{ConfigError, ConfigErrors};
 pub use node::{HttpConfig, NodeConfig};

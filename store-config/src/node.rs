@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_norway::Value;
 
+use crate::cluster::{CLUSTER_FIELDS, ClusterConfig, GOSSIP_FIELDS, RAFT_FIELDS, RawCluster};
 use crate::context::NodeContext;
 use crate::error::{ConfigError, ConfigErrors, closest};
 use crate::registry::{Registry, RegistryBuilder};
@@ -61,7 +62,7 @@ struct NodeFile {
     #[serde(default)]
     http: HttpConfig,
     #[serde(default)]
-    cluster: Option<Value>,
+    cluster: Option<RawCluster>,
     #[serde(default)]
     registry: Vec<String>,
 }
@@ -77,8 +78,8 @@ pub struct NodeConfig {
     pub http: HttpConfig,
     /// The listen address, parsed from `http.bind`.
     pub bind: SocketAddr,
-    /// Raft and gossip settings, kept as written for the cluster engines.
-    pub cluster: Option<Value>,
+    /// The node's name, secret and engine settings, checked.
+    pub cluster: Option<ClusterConfig>,
     /// Registry files and folders.
     pub registry: Vec<PathBuf>,
 }
@@ -94,15 +95,28 @@ impl NodeConfig {
 
     /// Checks a node config given as text; `path` is where it (notionally) lives.
     pub fn from_str(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
-        // 1-based line and column of the first `key:` at any depth, for errors.
-        let position = |key: &str| {
-            text.lines().enumerate().find_map(|(n, l)| {
-                let trimmed = l.trim_start();
-                trimmed
-                    .starts_with(&format!("{key}:"))
-                    .then(|| (n + 1, l.len() - trimmed.len() + 1))
-            })
+        // 1-based line and column of a key, found by its path (`["cluster", "raft", "bind"]`):
+        // each key on a later line than its parent, indented more. The deepest key found when
+        // the path does not go all the way (a flow-style mapping).
+        let locate = |keys: &[&str]| {
+            let mut found = None;
+            let mut from = 0;
+            let mut indent = None;
+            for key in keys {
+                let hit = text.lines().enumerate().skip(from).find_map(|(n, l)| {
+                    let trimmed = l.trim_start();
+                    let here = l.len() - trimmed.len();
+                    (indent.is_none_or(|i| here > i) && trimmed.starts_with(&format!("{key}:")))
+                        .then_some((n, here))
+                });
+                let Some((n, here)) = hit else { break };
+                found = Some((n + 1, here + 1));
+                from = n + 1;
+                indent = Some(here);
+            }
+            found
         };
+        let position = |key: &str| locate(&[key]);
         let doc: Value = serde_norway::from_str(text).map_err(|e| {
             let at = e.location().map(|l| (l.line(), l.column()));
             ConfigError::invalid(path, format!("invalid YAML: {e}")).at(at)
@@ -116,10 +130,12 @@ impl NodeConfig {
                     let hint = closest(name, known)
                         .map(|c| format!(", did you mean `{c}`?"))
                         .unwrap_or_else(|| format!("; known: {}", known.join(", ")));
+                    let mut at: Vec<&str> = prefix.split('.').filter(|p| !p.is_empty()).collect();
+                    at.push(name);
                     errors.push(
                         ConfigError::invalid(path, format!("unknown field `{name}`{hint}"))
                             .field(&format!("{prefix}{name}"))
-                            .at(position(name)),
+                            .at(locate(&at)),
                     );
                 }
             }
@@ -129,6 +145,15 @@ impl NodeConfig {
                 check(top, "", TOP_FIELDS);
                 if let Some(Value::Mapping(http)) = top.get("http") {
                     check(http, "http.", HTTP_FIELDS);
+                }
+                if let Some(Value::Mapping(cluster)) = top.get("cluster") {
+                    check(cluster, "cluster.", CLUSTER_FIELDS);
+                    if let Some(Value::Mapping(raft)) = cluster.get("raft") {
+                        check(raft, "cluster.raft.", RAFT_FIELDS);
+                    }
+                    if let Some(Value::Mapping(gossip)) = cluster.get("gossip") {
+                        check(gossip, "cluster.gossip.", GOSSIP_FIELDS);
+                    }
                 }
             }
             Value::Null => {}
@@ -150,10 +175,20 @@ impl NodeConfig {
             let last = field.rsplit('.').next().unwrap_or(&field).to_owned();
             let mut err = ConfigError::invalid(path, message);
             if field != "." {
-                err = err.field(&field).at(position(&last));
+                let keys: Vec<&str> = field.split('.').collect();
+                err = err
+                    .field(&field)
+                    .at(locate(&keys).or_else(|| position(&last)));
             }
             ConfigErrors::from(err)
         })?;
+        let mut errors = Vec::new();
+        let cluster = parsed
+            .cluster
+            .and_then(|raw| crate::cluster::check(raw, path, &locate, &mut errors));
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         // `./registry` beside `examples/local.yaml` is `examples/registry`, without the `./`.
         let resolve = |p: &str| {
@@ -174,7 +209,7 @@ impl NodeConfig {
                 format!("`{}`: not an address like 127.0.0.1:7700", parsed.http.bind),
             )
             .field("http.bind")
-            .at(position("bind"))
+            .at(locate(&["http", "bind"]))
         })?;
         if !bind.ip().is_loopback() && parsed.http.token_env.is_none() && !parsed.http.insecure {
             return Err(ConfigError::invalid(
@@ -185,7 +220,7 @@ impl NodeConfig {
                 ),
             )
             .field("http.bind")
-            .at(position("bind"))
+            .at(locate(&["http", "bind"]))
             .into());
         }
         Ok(Self {
@@ -193,19 +228,14 @@ impl NodeConfig {
             data_dir: resolve(parsed.data_dir.as_deref().unwrap_or("./data")),
             http: parsed.http,
             bind,
-            cluster: parsed.cluster,
+            cluster,
             registry: parsed.registry.iter().map(|p| resolve(p)).collect(),
         })
     }
 
     /// The node's name: `cluster.name`, else the host name, else `local`.
     pub fn node_name(&self) -> String {
-        let named = self
-            .cluster
-            .as_ref()
-            .and_then(|c| c.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let named = self.cluster.as_ref().and_then(|c| c.name.clone());
         named
             .or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
@@ -279,6 +309,104 @@ mod tests {
                 .contains("; known: data_dir, http, cluster, registry"),
             "{e}"
         );
+    }
+
+    const CLUSTER: &str = "\
+http:
+  bind: 127.0.0.1:7700
+cluster:
+  name: n1
+  raft:
+    bind: 127.0.0.1:7800
+    initial_members:
+      n1: 127.0.0.1:7800
+      n2: 127.0.0.1:7810
+      n3: 127.0.0.1:7820
+    election_timeout: 2s
+  gossip:
+    bind: 127.0.0.1:7900
+    join: [127.0.0.1:7910]
+";
+
+    #[test]
+    fn a_cluster_section_is_read_with_its_defaults() {
+        let c = NodeConfig::from_str(Path::new("n.yaml"), CLUSTER).unwrap();
+        assert_eq!(c.node_name(), "n1");
+        let cluster = c.cluster.unwrap();
+        let raft = cluster.raft.unwrap();
+        assert_eq!(raft.advertise, raft.bind, "advertise defaults to bind");
+        assert_eq!(
+            raft.heartbeat_interval,
+            std::time::Duration::from_millis(100)
+        );
+        assert_eq!(raft.election_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(raft.snapshot_threshold, 10_000);
+        assert_eq!(raft.request_timeout, std::time::Duration::from_secs(5));
+        match raft.members {
+            crate::RaftMembers::Founding(m) => assert_eq!(m.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        let gossip = cluster.gossip.unwrap();
+        assert_eq!(gossip.join.len(), 1);
+        assert_eq!(gossip.push_pull_interval, std::time::Duration::from_secs(5));
+        assert_eq!(cluster.secret, None, "loopback needs no secret");
+    }
+
+    #[test]
+    fn cluster_errors_name_field_and_line() {
+        let bad = |from: &str, to: &str| {
+            let text = CLUSTER.replacen(from, to, 1);
+            NodeConfig::from_str(Path::new("n.yaml"), &text)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("election_timeout: 2s", "electon_timeout: 2s");
+        assert!(
+            e.contains("n.yaml:11:5: field `cluster.raft.electon_timeout`"),
+            "{e}"
+        );
+        assert!(e.contains("did you mean `election_timeout`?"), "{e}");
+        let e = bad("election_timeout: 2s", "election_timeout: 150ms");
+        assert!(
+            e.contains("n.yaml:11:5: field `cluster.raft.election_timeout`: 150ms"),
+            "{e}"
+        );
+        let e = bad("    bind: 127.0.0.1:7800", "    bind: localhost:7800");
+        assert!(
+            e.contains("n.yaml:6:5: field `cluster.raft.bind`: `localhost:7800`"),
+            "{e}"
+        );
+        let e = bad("  name: n1", "  name: n9");
+        assert!(
+            e.contains("this node, `n9`, is not one of the founding members"),
+            "{e}"
+        );
+        let e = bad("      n1: 127.0.0.1:7800", "      n1: 127.0.0.1:7801");
+        assert!(
+            e.contains("every founding node must list the others"),
+            "{e}"
+        );
+        let e = bad(
+            "    election_timeout: 2s",
+            "    election_timeout: 2s\n    join: true",
+        );
+        assert!(
+            e.contains("join: true and initial_members: give only one"),
+            "{e}"
+        );
+        let e = bad("    bind: 127.0.0.1:7900", "    bind: 10.0.0.7:7900");
+        assert!(
+            e.contains("field `cluster.secret_env`: 10.0.0.7:7900 is not a loopback"),
+            "{e}"
+        );
+        let ok = CLUSTER
+            .replacen("    bind: 127.0.0.1:7900", "    bind: 10.0.0.7:7900", 1)
+            .replacen("  name: n1", "  name: n1\n  secret_env: CLUSTER_SECRET", 1);
+        assert!(NodeConfig::from_str(Path::new("n.yaml"), &ok).is_ok());
+        let e = bad("  raft:\n    bind: 127.0.0.1:7800\n", "  raft:\n");
+        assert!(e.contains("field `cluster.raft.bind`: missing"), "{e}");
+        let e = bad("    election_timeout: 2s", "    election_timeout: soon");
+        assert!(e.contains("field `cluster.raft.election_timeout`"), "{e}");
     }
 
     #[test]
