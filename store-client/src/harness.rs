@@ -196,6 +196,7 @@ fn spawn(bin: &Path, dir: &Path, env: &[(String, String)]) -> std::io::Result<(C
         Some(addr) => Ok((child, addr.to_owned())),
         None => {
             let _ = child.kill();
+            let _ = child.wait();
             Err(failed(format!(
                 "unexpected first line from the node: {line}"
             )))
@@ -207,8 +208,13 @@ fn spawn(bin: &Path, dir: &Path, env: &[(String, String)]) -> std::io::Result<(C
 /// `STORE_NODE_TEST_CLOCK_MS`) forward by `by`, and returns once it moved. Blocking, over a plain
 /// socket: a test's clock hook may run inside any runtime, or none.
 pub fn advance_clock(addr: &str, by: Duration) -> std::io::Result<()> {
+    advance_clock_as(addr, None, by)
+}
+
+/// [`advance_clock`] on a node that requires a bearer token.
+pub fn advance_clock_as(addr: &str, token: Option<&str>, by: Duration) -> std::io::Result<()> {
     let path = format!("/v1/test/clock/advance?nanos={}", by.as_nanos());
-    match request(addr, "POST", &path)? {
+    match request(addr, "POST", &path, token)? {
         200 => Ok(()),
         status => Err(failed(format!(
             "advancing the clock of {addr}: HTTP {status} (is it a test-clock build?)"
@@ -218,16 +224,19 @@ pub fn advance_clock(addr: &str, by: Duration) -> std::io::Result<()> {
 
 /// The status of `GET /v1/health`.
 fn health(addr: &str) -> std::io::Result<u16> {
-    request(addr, "GET", "/v1/health")
+    request(addr, "GET", "/v1/health", None)
 }
 
 /// The status of one bodiless request, over a plain socket (no runtime needed).
-fn request(addr: &str, method: &str, path: &str) -> std::io::Result<u16> {
+fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> std::io::Result<u16> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{auth}content-length: 0\r\nconnection: close\r\n\r\n"
     )?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;

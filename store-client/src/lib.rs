@@ -241,7 +241,13 @@ impl Client {
     }
 
     fn with_timeout(addr: &str, timeout: Duration) -> Result<Self> {
-        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+        if addr.starts_with("https://") {
+            return Err(Error::invalid(format!(
+                "address {addr:?}: https is not supported by this client yet; use http:// (or \
+                 host:port)"
+            )));
+        }
+        let base = if addr.starts_with("http://") {
             addr.trim_end_matches('/').to_owned()
         } else {
             format!("http://{addr}")
@@ -306,6 +312,11 @@ impl Client {
     /// A transport failure as a store error: whether a write may have been applied is known
     /// only when the connection was never made.
     fn lost(&self, e: reqwest::Error, effect: Effect) -> Error {
+        if e.is_builder() {
+            // The request could not even be made (a malformed address): nothing was sent.
+            return Error::invalid(format!("cannot make a request to {}: {e}", self.base))
+                .with_source(e);
+        }
         let error = if e.is_connect() {
             return Error::unavailable(format!("cannot reach the node at {}", self.base))
                 .with_source(e);
@@ -330,10 +341,18 @@ impl Client {
     ) -> Result<Answer> {
         let answer = self.call(method, path, body, effect).await?;
         if answer.status.is_success() {
-            Ok(answer)
-        } else {
-            Err(error_of(&answer))
+            return Ok(answer);
         }
+        let error = error_of(&answer);
+        // A gateway's 502/503/504 without the node's error body (a proxy between us): whether a
+        // write reached the node is unknown.
+        let from_gateway = matches!(answer.status.as_u16(), 502..=504)
+            && serde_json::from_slice::<ErrorBody>(&answer.body).is_err();
+        Err(if from_gateway && effect == Effect::Write {
+            error.indeterminate()
+        } else {
+            error
+        })
     }
 
     fn key_path(store: &str, key: &str) -> String {
@@ -381,7 +400,8 @@ impl Client {
         })
     }
 
-    /// Whether `key` is live (`HEAD`).
+    /// Whether `key` is live (`HEAD`). A `HEAD` answer has no body, so an unknown store also
+    /// answers `false` here; [`RemoteStore`] checks the store exists when it connects.
     pub async fn has(&self, store: &str, key: &str) -> Result<bool> {
         let answer = self
             .call(
@@ -559,6 +579,10 @@ mod tests {
         let e = error_of(&answer(503, "not json"));
         assert_eq!(e.kind(), ErrorKind::Unavailable);
         assert!(e.retryable());
+        assert!(
+            Client::new("https://example.com").is_err(),
+            "no TLS in this client yet"
+        );
         let e = error_of(&answer(
             400,
             r#"{"error":{"kind":"Strange","message":"m"}}"#,

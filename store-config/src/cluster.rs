@@ -172,8 +172,11 @@ pub(crate) fn check(
     raw: RawCluster,
     file: &Path,
     locate: Locate<'_>,
+    host_name: Option<&str>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<ClusterConfig> {
+    // The name the node goes by: the section's, else the host's.
+    let node_name = raw.name.as_deref().or(host_name);
     let before = errors.len();
     let mut fail = |keys: &[&str], message: String| {
         let field = format!("cluster.{}", keys.join("."));
@@ -252,6 +255,13 @@ pub(crate) fn check(
                 return None;
             }
             (None, true) => RaftMembers::Join,
+            (Some(map), false) if map.is_empty() => {
+                fail(
+                    &["raft", "initial_members"],
+                    "empty: list the founding voters, this node among them".to_owned(),
+                );
+                return None;
+            }
             (Some(map), false) => {
                 let mut members = BTreeMap::new();
                 for (name, text) in map {
@@ -267,7 +277,7 @@ pub(crate) fn check(
                         members.insert(name, a);
                     }
                 }
-                if let Some(name) = &raw.name {
+                if let Some(name) = node_name {
                     match members.get(name) {
                         None if !members.is_empty() => fail(
                             &["raft", "initial_members"],
@@ -293,7 +303,10 @@ pub(crate) fn check(
         };
         let heartbeat_interval = duration(r.heartbeat_interval, Duration::from_millis(100));
         let election_timeout = duration(r.election_timeout, Duration::from_secs(1));
-        if election_timeout <= heartbeat_interval * 2 {
+        if heartbeat_interval
+            .checked_mul(2)
+            .is_none_or(|twice| election_timeout <= twice)
+        {
             fail(
                 &["raft", "election_timeout"],
                 format!(

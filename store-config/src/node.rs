@@ -84,6 +84,14 @@ pub struct NodeConfig {
     pub registry: Vec<PathBuf>,
 }
 
+/// This machine's host name, when it has one.
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|n| !n.is_empty())
+}
+
 impl NodeConfig {
     /// Reads and checks a node config file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigErrors> {
@@ -103,12 +111,22 @@ impl NodeConfig {
             let mut from = 0;
             let mut indent = None;
             for key in keys {
-                let hit = text.lines().enumerate().skip(from).find_map(|(n, l)| {
+                let mut hit = None;
+                for (n, l) in text.lines().enumerate().skip(from) {
                     let trimmed = l.trim_start();
                     let here = l.len() - trimmed.len();
-                    (indent.is_none_or(|i| here > i) && trimmed.starts_with(&format!("{key}:")))
-                        .then_some((n, here))
-                });
+                    if trimmed.is_empty() || trimmed.starts_with('#') {
+                        continue;
+                    }
+                    // The parent's block ends at the first line indented no deeper than it.
+                    if indent.is_some_and(|i| here <= i) {
+                        break;
+                    }
+                    if trimmed.starts_with(&format!("{key}:")) {
+                        hit = Some((n, here));
+                        break;
+                    }
+                }
                 let Some((n, here)) = hit else { break };
                 found = Some((n + 1, here + 1));
                 from = n + 1;
@@ -183,9 +201,10 @@ impl NodeConfig {
             ConfigErrors::from(err)
         })?;
         let mut errors = Vec::new();
-        let cluster = parsed
-            .cluster
-            .and_then(|raw| crate::cluster::check(raw, path, &locate, &mut errors));
+        let cluster = parsed.cluster.and_then(|raw| {
+            let host = host_name();
+            crate::cluster::check(raw, path, &locate, host.as_deref(), &mut errors)
+        });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -237,12 +256,7 @@ impl NodeConfig {
     pub fn node_name(&self) -> String {
         let named = self.cluster.as_ref().and_then(|c| c.name.clone());
         named
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-            })
-            .filter(|n| !n.is_empty())
+            .or_else(host_name)
             .unwrap_or_else(|| "local".to_owned())
     }
 
@@ -405,6 +419,15 @@ cluster:
         assert!(NodeConfig::from_str(Path::new("n.yaml"), &ok).is_ok());
         let e = bad("  raft:\n    bind: 127.0.0.1:7800\n", "  raft:\n");
         assert!(e.contains("field `cluster.raft.bind`: missing"), "{e}");
+        assert!(
+            e.starts_with("n.yaml:5:3:"),
+            "at its parent, not gossip's bind: {e}"
+        );
+        let e = bad(
+            "      n1: 127.0.0.1:7800\n      n2: 127.0.0.1:7810\n      n3: 127.0.0.1:7820\n",
+            "      {}\n",
+        );
+        assert!(e.contains("initial_members"), "{e}");
         let e = bad("    election_timeout: 2s", "    election_timeout: soon");
         assert!(e.contains("field `cluster.raft.election_timeout`"), "{e}");
     }

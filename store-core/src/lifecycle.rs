@@ -11,7 +11,8 @@ use crate::error::Result;
 /// the stores that use them and stops them after.
 ///
 /// Every method is idempotent and does nothing by default, so a backend implements only what it
-/// has. After [`close`](Lifecycle::close), operations answer `Closed`.
+/// has. What `close` ends is the backend's to say: a database's stores answer `Closed` after it,
+/// while an in-memory store only stops its timer and keeps serving.
 ///
 /// ```
 /// use store_core::Lifecycle;
@@ -40,7 +41,7 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// Stops background work; the store keeps answering requests.
     async fn stop(&self) {}
 
-    /// Releases every resource (connections, files); later operations answer `Closed`.
+    /// Releases what the value holds (connections, files, timers).
     async fn close(&self) {}
 }
 

@@ -276,9 +276,18 @@ async fn put_key(
         (false, None) => options,
     };
     // At most `limit + 1` bytes are read: a longer body is refused without buffering it whole.
-    let body = axum::body::to_bytes(req.into_body(), limit + 1)
+    let cap = limit.saturating_add(1);
+    let body = axum::body::to_bytes(req.into_body(), cap)
         .await
-        .map_err(|_| Error::value_too_large(limit + 1, limit).context("request body"))?;
+        .map_err(|e| {
+            let cause = e.into_inner();
+            if cause.is::<http_body_util::LengthLimitError>() {
+                Error::value_too_large(cap, limit).context("request body")
+            } else {
+                // The client went away mid-body, or sent a malformed one: nothing was written.
+                Error::invalid(format!("request body: could not be read: {cause}"))
+            }
+        })?;
     if body.len() > limit {
         return Err(Error::value_too_large(body.len(), limit).into());
     }
@@ -507,7 +516,11 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         .collect();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
-    registry.start().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = registry.start().await {
+        // Stop and close whatever started before the failure (timers, connections).
+        registry.shutdown().await;
+        anyhow::bail!("{e}");
+    }
     let app = Arc::new(App {
         registry,
         limits,

@@ -72,9 +72,11 @@ pub(crate) trait Engine: Send + Sync + Debug + 'static {
     /// Runs a statement that only reads.
     async fn read(&self, q: Bound) -> Result<Answer>;
     /// Runs a statement that writes, committed before it answers; when it answers
-    /// `Number(None)` (its condition did not hold) and `probe` is given, runs `probe` too, on the
-    /// same connection, and answers both. An error that leaves the outcome unknown is
-    /// indeterminate.
+    /// `Number(None)` (its condition did not hold) and `probe` is given, runs `probe` too and
+    /// answers both. SQLite runs the probe on the writer connection, so its answer is exact;
+    /// PostgreSQL on any pooled connection, after the write, so a concurrent writer may change
+    /// what it reads (the write itself is never affected). An error that leaves the outcome
+    /// unknown is indeterminate.
     async fn write(&self, q: Bound, probe: Option<Bound>) -> Result<(Answer, Option<Answer>)>;
     /// Runs the statements of `create_table: true`.
     async fn create(&self, s: &Arc<Statements>) -> Result<()>;

@@ -168,7 +168,7 @@ impl PostgresEngine {
             }
             Some(d) => d,
         };
-        let mode = crate::tls::mode(config, &pg);
+        let mode = crate::tls::mode(config, &pg)?;
         let tls = crate::tls::connector(mode, config, &mut pg)?;
         Ok(Self {
             config: pg,
@@ -287,6 +287,9 @@ impl PostgresEngine {
             run(conn, q, self.client_timeout()).await
         };
         match result {
+            // A write's statement ran to its end: an answer that does not decode leaves its
+            // outcome unknown to the caller.
+            Ok(raw) if write => answer(raw, q.reads).map_err(Error::indeterminate),
             Ok(raw) => answer(raw, q.reads),
             Err(Failure::Timeout) => {
                 lease.broken = true;

@@ -123,6 +123,17 @@ impl Dialect {
     }
 }
 
+/// The version a write gives a row whose version is `old`: `max(old + 1, stamp)`, except that a
+/// version at or above 2⁵³ (a nanosecond stamp of a build before versions were kept JSON-exact)
+/// is replaced by `stamp`, so every key comes back below 2⁵³ at its next write.
+fn next_version(d: Dialect, old: &str, stamp: &str) -> String {
+    format!(
+        "CASE WHEN {old} >= {limit} THEN {stamp} ELSE {} END",
+        d.max(&format!("{old} + 1"), stamp),
+        limit = store_core::backend::validate::VERSION_LIMIT
+    )
+}
+
 /// Every statement a store runs against its table, with its parameters and answer beside it.
 /// Build a statement ready to run with the methods below.
 #[derive(Debug, Clone)]
@@ -199,7 +210,7 @@ impl Statements {
                 format!("{}, {}, {}, {}", p(1), p(2), p(3), p(4)),
                 format!(
                     ", {r} = {}",
-                    d.max(&format!("{t}.{r} + 1"), &format!("excluded.{r}"))
+                    next_version(d, &format!("{t}.{r}"), &format!("excluded.{r}"))
                 ),
             ),
             None => (
@@ -238,7 +249,7 @@ impl Statements {
                  RETURNING {r}",
                 p(2),
                 p(3),
-                d.max(&format!("{r} + 1"), &p(6)),
+                next_version(d, r, &p(6)),
                 p(1),
                 p(5),
                 live(4)
@@ -480,6 +491,12 @@ mod tests {
             s.upsert
         );
         assert!(
+            s.upsert
+                .contains("CASE WHEN \"kv\".\"ver\" >= 9007199254740992 THEN excluded.\"ver\""),
+            "{}",
+            s.upsert
+        );
+        assert!(
             s.list[1][1].contains("\"k\" COLLATE \"C\" > $1"),
             "{}",
             s.list[1][1]
@@ -492,6 +509,78 @@ mod tests {
             s.upsert
         );
         assert!(s.get.contains("?2"), "{}", s.get);
+    }
+
+    /// The highest placeholder number in `sql` (`?N` or `$N`).
+    fn placeholders(sql: &str) -> usize {
+        let mut most = 0;
+        let bytes = sql.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'?' || *b == b'$' {
+                let digits: String = sql[i + 1..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                most = most.max(digits.parse().unwrap_or(0));
+            }
+        }
+        most
+    }
+
+    #[test]
+    fn every_bound_statement_has_a_parameter_for_each_placeholder() {
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            for version in [Some("ver"), None] {
+                let names = Names {
+                    table: "kv",
+                    key: "k",
+                    value: "v",
+                    expires: "e",
+                    version,
+                };
+                let s = Statements::new(d, &names);
+                let args = |condition| WriteArgs {
+                    key: "a".into(),
+                    value: Bytes::from_static(b"x"),
+                    expires: None,
+                    now: 5,
+                    condition,
+                };
+                let range = |exclusive, upper: Option<&str>| Range {
+                    start: "a".into(),
+                    exclusive,
+                    upper: upper.map(str::to_owned),
+                    now: 5,
+                    limit: 10,
+                };
+                let mut bound = vec![
+                    s.get("a", 5),
+                    s.has("a", 5),
+                    s.delete("a", 5),
+                    s.cleanup(5, 100),
+                    s.list(&range(false, None)),
+                    s.list(&range(true, Some("b"))),
+                ];
+                let mut conditions = vec![Write::Always, Write::IfAbsent];
+                if version.is_some() {
+                    conditions.push(Write::IfVersion(3));
+                }
+                for c in conditions {
+                    let (q, probe) = s.write(&args(c));
+                    bound.push(q);
+                    bound.extend(probe);
+                }
+                for q in bound {
+                    assert_eq!(
+                        placeholders(&q.sql),
+                        q.params.len(),
+                        "{d:?} {}: {}",
+                        q.what,
+                        q.sql
+                    );
+                }
+            }
+        }
     }
 
     #[test]

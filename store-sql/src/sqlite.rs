@@ -208,7 +208,10 @@ impl Engine for SqliteEngine {
             let first = execute(c, &q).map_err(|e| failed(&q, e))?;
             let second = match (&first, probe) {
                 // Not written: say why. Only this lane writes, so the answer is exact.
-                (Answer::Number(None), Some(p)) => Some(execute(c, &p).map_err(|e| failed(&p, e))?),
+                // The probe only reads: its failure is not a write's.
+                (Answer::Number(None), Some(p)) => Some(
+                    execute(c, &p).map_err(|e| error::sqlite(&format!("sqlite {}", p.what), e))?,
+                ),
                 _ => None,
             };
             Ok((first, second))

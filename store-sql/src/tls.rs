@@ -17,7 +17,10 @@ use crate::config::{PostgresConfig, TlsMode};
 /// Unix socket. Only then is plain TCP the default.
 fn all_loopback(pg: &tokio_postgres::Config) -> bool {
     let hosts = pg.get_hosts();
+    // `hostaddr` is where the connection really goes, whatever `host` says.
+    let addrs_loopback = pg.get_hostaddrs().iter().all(|a| a.is_loopback());
     !hosts.is_empty()
+        && addrs_loopback
         && hosts.iter().all(|h| match h {
             Host::Tcp(name) => {
                 name == "localhost"
@@ -31,13 +34,27 @@ fn all_loopback(pg: &tokio_postgres::Config) -> bool {
         })
 }
 
-/// The TLS mode in force: the configured one, else by where the server is.
-pub(crate) fn mode(config: &PostgresConfig, pg: &tokio_postgres::Config) -> TlsMode {
-    config.tls.unwrap_or(if all_loopback(pg) {
-        TlsMode::Disable
-    } else {
-        TlsMode::VerifyFull
-    })
+/// The TLS mode in force: the configured one; else the URL's own `sslmode=require` or
+/// `sslmode=disable`; else by where the server is. `ca_file` is for `verify-full` only.
+pub(crate) fn mode(config: &PostgresConfig, pg: &tokio_postgres::Config) -> Result<TlsMode> {
+    let mode = match (config.tls, pg.get_ssl_mode()) {
+        (Some(mode), _) => mode,
+        (None, SslMode::Require) => TlsMode::Require,
+        (None, SslMode::Disable) => TlsMode::Disable,
+        (None, _) if all_loopback(pg) => TlsMode::Disable,
+        (None, _) => TlsMode::VerifyFull,
+    };
+    if config.ca_file.is_some() && mode != TlsMode::VerifyFull {
+        return Err(Error::invalid(format!(
+            "ca_file: only verify-full checks certificates, and tls is {}",
+            match mode {
+                TlsMode::Disable => "disable",
+                _ => "require",
+            }
+        ))
+        .with_field("ca_file"));
+    }
+    Ok(mode)
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -176,16 +193,26 @@ mod tests {
             "postgres://u@[::1]/db",
             "host=/var/run/postgresql user=u",
         ] {
-            assert_eq!(mode(&c, &pg(url)), TlsMode::Disable, "{url}");
+            assert_eq!(mode(&c, &pg(url)).unwrap(), TlsMode::Disable, "{url}");
         }
-        for url in ["postgres://u@db.example.com/db", "postgres://u@10.0.0.5/db"] {
-            assert_eq!(mode(&c, &pg(url)), TlsMode::VerifyFull, "{url}");
+        for url in [
+            "postgres://u@db.example.com/db",
+            "postgres://u@10.0.0.5/db",
+            "postgres://u@localhost/db?hostaddr=10.1.2.3",
+        ] {
+            assert_eq!(mode(&c, &pg(url)).unwrap(), TlsMode::VerifyFull, "{url}");
         }
-        let forced = c.tls(TlsMode::Require);
-        assert_eq!(
-            mode(&forced, &pg("postgres://u@127.0.0.1/db")),
-            TlsMode::Require
-        );
+        let forced = c.clone().tls(TlsMode::Require);
+        let local = pg("postgres://u@127.0.0.1/db");
+        assert_eq!(mode(&forced, &local).unwrap(), TlsMode::Require);
+        // The URL's own sslmode is kept when the entry says nothing.
+        let url = "postgres://u@127.0.0.1/db?sslmode=require";
+        assert_eq!(mode(&c, &pg(url)).unwrap(), TlsMode::Require);
+        let url = "postgres://u@db.example.com/db?sslmode=disable";
+        assert_eq!(mode(&c, &pg(url)).unwrap(), TlsMode::Disable);
+        // A CA file with a mode that checks nothing is a mistake, said so.
+        let e = mode(&forced.ca_file("ca.pem"), &local).unwrap_err();
+        assert_eq!(e.field(), Some("ca_file"));
     }
 
     #[test]

@@ -71,8 +71,9 @@ pub fn value(len: usize, max_value_size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Checks a TTL and converts it to whole milliseconds: `None` and zero mean no expiry, a positive
-/// TTL under 1 ms rounds up to 1 ms, and over [`MAX_TTL`] is `Invalid`.
+/// Checks a TTL and converts it to whole milliseconds, rounding up (a key never expires before
+/// its TTL has passed): `None` and zero mean no expiry, 1 ns is 1 ms, 1.5 ms is 2 ms, and over
+/// [`MAX_TTL`] is `Invalid`.
 pub fn ttl(ttl: Option<Duration>) -> Result<Option<u64>> {
     let Some(ttl) = ttl.filter(|t| !t.is_zero()) else {
         return Ok(None);
@@ -82,7 +83,7 @@ pub fn ttl(ttl: Option<Duration>) -> Result<Option<u64>> {
             "ttl {ttl:?}: longer than the limit of 100 years"
         )));
     }
-    let ms = ttl.as_millis().max(1);
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
     // MAX_TTL in milliseconds fits comfortably in u64.
     Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX)))
 }
@@ -211,7 +212,8 @@ mod tests {
         assert_eq!(ttl(None).unwrap(), None);
         assert_eq!(ttl(Some(Duration::ZERO)).unwrap(), None);
         assert_eq!(ttl(Some(Duration::from_nanos(1))).unwrap(), Some(1));
-        assert_eq!(ttl(Some(Duration::from_micros(1500))).unwrap(), Some(1));
+        assert_eq!(ttl(Some(Duration::from_micros(1500))).unwrap(), Some(2));
+        assert_eq!(ttl(Some(Duration::from_millis(7))).unwrap(), Some(7));
         assert_eq!(ttl(Some(MAX_TTL)).unwrap(), Some(3_155_760_000_000));
         let e = ttl(Some(MAX_TTL + Duration::from_millis(1))).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Invalid);

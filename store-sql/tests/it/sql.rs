@@ -73,6 +73,59 @@ async fn a_missing_table_is_invalid_and_names_it() {
 }
 
 #[tokio::test]
+async fn a_version_from_an_older_build_comes_back_below_2_pow_53_at_the_next_write() {
+    let (_dir, path) = temp_db("old-versions");
+    {
+        // As an earlier build left it: nanosecond stamps as versions.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at BIGINT, \
+             version BIGINT NOT NULL); \
+             INSERT INTO kv VALUES ('a', x'01', NULL, 1796191475602750500), \
+                                   ('b', x'01', NULL, 1796191475602750501);",
+        )
+        .unwrap();
+    }
+    let db = SqlDatabase::sqlite(SqliteConfig::new(path));
+    let store = SqlStore::builder(
+        db.clone(),
+        SqlStoreConfig::new("kv").version_column("version"),
+    )
+    .build()
+    .unwrap();
+    let limit = store_core::backend::validate::VERSION_LIMIT;
+    let old = store.entry("a").await.unwrap().unwrap().version;
+    assert!(old >= limit, "the old row as it was: {old}");
+    let set = store
+        .put("a", v("2"), store_core::PutOptions::new())
+        .await
+        .unwrap();
+    assert!(set.version < limit, "{}", set.version);
+    // A compare-and-swap with the old version is a conflict; with the new one it writes.
+    let e = store
+        .put("b", v("2"), store_core::PutOptions::new().if_version(old))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let b = store.entry("b").await.unwrap().unwrap().version;
+    let swapped = store
+        .put("b", v("3"), store_core::PutOptions::new().if_version(b))
+        .await
+        .unwrap();
+    assert!(swapped.version < limit, "{}", swapped.version);
+    let again = store
+        .put(
+            "b",
+            v("4"),
+            store_core::PutOptions::new().if_version(swapped.version),
+        )
+        .await
+        .unwrap();
+    assert!(again.version > swapped.version);
+    db.close().await;
+}
+
+#[tokio::test]
 async fn stores_share_one_database_handle() {
     let (_dir, path) = temp_db("shared");
     let db = SqlDatabase::sqlite(SqliteConfig::new(path));
