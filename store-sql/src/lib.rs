@@ -1,6 +1,10 @@
 //! `store.sql`: a durable [`Store`](store_core::Store) in one table of SQLite (feature `sqlite`,
 //! rusqlite with bundled SQLite) or PostgreSQL (feature `postgres`, tokio-postgres with a pool).
 //!
+//! SQLite commits wait for the disk as [`Synchronous`] says (`normal` by default, `full` for
+//! durability across a power loss). PostgreSQL connections use TLS as [`TlsMode`] says
+//! (rustls; `verify-full` by default for a server that is not on this machine).
+//!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> store_core::Result<()> {
