@@ -45,6 +45,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order of the table above.
+    pub const ALL: [ErrorKind; 10] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Conflict,
+        ErrorKind::Invalid,
+        ErrorKind::Unsupported,
+        ErrorKind::Unavailable,
+        ErrorKind::Timeout,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Closed,
+        ErrorKind::Internal,
+    ];
+
     /// Whether an error of this kind is worth retrying unchanged.
     pub const fn default_retryable(self) -> bool {
         matches!(self, Self::Conflict | Self::Unavailable | Self::Timeout)
@@ -69,19 +83,7 @@ impl ErrorKind {
     /// The kind named `name` ([`ErrorKind::as_str`] read back), as clients of the HTTP API
     /// receive it.
     pub fn parse(name: &str) -> Option<Self> {
-        const ALL: [ErrorKind; 10] = [
-            ErrorKind::NotFound,
-            ErrorKind::AlreadyExists,
-            ErrorKind::Conflict,
-            ErrorKind::Invalid,
-            ErrorKind::Unsupported,
-            ErrorKind::Unavailable,
-            ErrorKind::Timeout,
-            ErrorKind::PermissionDenied,
-            ErrorKind::Closed,
-            ErrorKind::Internal,
-        ];
-        ALL.into_iter().find(|k| k.as_str() == name)
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 

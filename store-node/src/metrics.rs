@@ -40,20 +40,6 @@ pub(crate) enum Op {
 
 const OPS: [Op; 5] = [Op::get, Op::has, Op::put, Op::delete, Op::list];
 
-/// Every error kind, in the order of their counters after `ok`.
-const KINDS: [ErrorKind; 10] = [
-    ErrorKind::NotFound,
-    ErrorKind::AlreadyExists,
-    ErrorKind::Conflict,
-    ErrorKind::Invalid,
-    ErrorKind::Unsupported,
-    ErrorKind::Unavailable,
-    ErrorKind::Timeout,
-    ErrorKind::PermissionDenied,
-    ErrorKind::Closed,
-    ErrorKind::Internal,
-];
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OpLabels {
     store: String,
@@ -82,9 +68,10 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// One operation's handles on one store: `ok`, then one counter per [`KINDS`] entry.
+/// One operation's handles on one store: `ok`, then one counter per
+/// [`ErrorKind::ALL`] entry.
 struct OpHandles {
-    outcomes: [Counter; 11],
+    outcomes: [Counter; ErrorKind::ALL.len() + 1],
     latency: Histogram,
 }
 
@@ -129,7 +116,7 @@ impl Metrics {
                     };
                     let mut outcomes = std::array::from_fn(|_| Counter::default());
                     outcomes[0] = counter("ok");
-                    for (slot, kind) in outcomes[1..].iter_mut().zip(KINDS) {
+                    for (slot, kind) in outcomes[1..].iter_mut().zip(ErrorKind::ALL) {
                         *slot = counter(kind.as_str());
                     }
                     OpHandles {
@@ -208,7 +195,10 @@ impl Metrics {
         h.latency.observe(took.as_secs_f64());
         let slot = match outcome {
             Ok(()) => Some(0),
-            Err(kind) => KINDS.iter().position(|k| *k == kind).map(|i| i + 1),
+            Err(kind) => ErrorKind::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .map(|i| i + 1),
         };
         match slot.and_then(|i| h.outcomes.get(i)) {
             Some(counter) => {
