@@ -68,6 +68,10 @@ pub struct Options {
     /// Returns why the backend cannot be tested here (each test then prints one `SKIPPED` line
     /// and passes), or `None` to run.
     pub skip: Option<fn() -> Option<String>>,
+    /// Sequences the model test runs when `PROPTEST_CASES` is not set; `None` = 256. For a
+    /// backend whose fresh store costs seconds (a Raft cluster), fewer sequences keep the
+    /// suite's time bounded.
+    pub model_cases: Option<u32>,
 }
 
 impl Default for Harness {

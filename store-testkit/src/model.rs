@@ -305,15 +305,16 @@ fn fail(ctx: &str, e: store_core::Error) -> TestCaseError {
     TestCaseError::fail(format!("{ctx}: unexpected error {e:?}"))
 }
 
-/// Number of generated sequences: `PROPTEST_CASES` if set, else 256.
-fn cases() -> u32 {
+/// Number of generated sequences: `PROPTEST_CASES` if set, else the backend's choice, else 256.
+fn cases(options: &crate::Options) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
+        .or(options.model_cases)
         .unwrap_or(256)
 }
 
-/// Runs the model test: `PROPTEST_CASES` (default 256) random sequences of up to 60 operations,
+/// Runs the model test: `PROPTEST_CASES` (default `options.model_cases`, else 256) random sequences of up to 60 operations,
 /// each on a fresh store from `factory`. Panics with the shrunk failing sequence.
 pub fn run<S, F, Fut>(name: &str, options: crate::Options, factory: F)
 where
@@ -329,7 +330,7 @@ where
         .build()
         .expect("cannot build a tokio runtime for the model test");
     let config = Config {
-        cases: cases(),
+        cases: cases(&options),
         failure_persistence: None,
         ..Config::default()
     };

@@ -14,7 +14,10 @@ use store_testkit::{Harness, Options};
 
 /// Runs only where a PostgreSQL server could be started (a skip prints why). The store reports
 /// its `VARCHAR(255)` key limit in its capabilities, where the suite reads it.
-const OPTIONS: Options = Options { skip: Some(skip) };
+const OPTIONS: Options = Options {
+    skip: Some(skip),
+    model_cases: None,
+};
 
 fn skip() -> Option<String> {
     pg::shared()

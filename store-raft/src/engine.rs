@@ -1,0 +1,978 @@
+//! [`RaftEngine`]: the node-wide Raft group every `store.kv.raft` view shares.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use store_core::{Error, Result, SharedClock, system_clock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::log::LogStore;
+use crate::net::{CallError, Peers, ReadIndex, Refusal, Reply, Rpc, Secret};
+use crate::network::Network;
+use crate::sm::{Shared, StateMachine};
+use crate::types::{Command, Member, NodeId, Request, Response, TypeConfig, node_id};
+
+/// How long to wait between two tries while there is no leader or the leader moved.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// Most expired keys one cleanup entry removes.
+const CLEANUP_BATCH: usize = 512;
+
+/// Which members found the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Members {
+    /// The founding voters, name → internode address; the same map on every founding node.
+    /// A one-entry map is a single-node cluster.
+    Founding(BTreeMap<String, String>),
+    /// This node joins a running cluster: it waits until a member adds it.
+    Join,
+}
+
+/// Everything the engine needs to start.
+#[derive(Clone)]
+pub struct RaftConfig {
+    /// This node's unique name.
+    pub name: String,
+    /// Folder of the sled database (`<data_dir>/_sys/raft` on a node).
+    pub dir: PathBuf,
+    /// Address the internode listener binds; outgoing connections are made from its IP too.
+    pub bind: SocketAddr,
+    /// Address peers dial; `None` = `bind`.
+    pub advertise: Option<String>,
+    /// Founding members, or join later.
+    pub members: Members,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// The minimum election timeout; the maximum is twice it.
+    pub election_timeout: Duration,
+    /// Applied entries between two snapshots.
+    pub snapshot_threshold: u64,
+    /// A request waiting longer fails `Timeout` (or `Unavailable` when known not applied).
+    pub request_timeout: Duration,
+    /// The cluster secret every internode connection proves it holds.
+    pub secret: Vec<u8>,
+    /// The clock the leader stamps into entries and judges reads by.
+    pub clock: SharedClock,
+    /// How often the leader proposes the removal of expired keys.
+    pub cleanup_interval: Duration,
+}
+
+impl fmt::Debug for RaftConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaftConfig")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("bind", &self.bind)
+            .field("advertise", &self.advertise)
+            .field("members", &self.members)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("election_timeout", &self.election_timeout)
+            .field("snapshot_threshold", &self.snapshot_threshold)
+            .field("request_timeout", &self.request_timeout)
+            .field("secret", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftConfig {
+    /// A configuration with the documented defaults: heartbeat 100 ms, election timeout 1 s,
+    /// snapshots every 10 000 entries, requests time out after 5 s, no secret, system clock.
+    pub fn new(
+        name: impl Into<String>,
+        dir: impl Into<PathBuf>,
+        bind: SocketAddr,
+        members: Members,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            dir: dir.into(),
+            bind,
+            advertise: None,
+            members,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_secs(1),
+            snapshot_threshold: 10_000,
+            request_timeout: Duration::from_secs(5),
+            secret: Vec::new(),
+            clock: system_clock(),
+            cleanup_interval: Duration::from_secs(1),
+        }
+    }
+
+    fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.bind.to_string())
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |field: &str, why: String| Err(Error::invalid(why).with_field(field));
+        if self.name.is_empty() {
+            return bad("name", "the node name is empty".into());
+        }
+        if self.heartbeat_interval.is_zero() {
+            return bad(
+                "heartbeat_interval",
+                "heartbeat_interval must be positive".into(),
+            );
+        }
+        if self.election_timeout <= self.heartbeat_interval {
+            return bad(
+                "election_timeout",
+                format!(
+                    "election_timeout ({:?}) must be longer than heartbeat_interval ({:?})",
+                    self.election_timeout, self.heartbeat_interval
+                ),
+            );
+        }
+        if self.snapshot_threshold == 0 {
+            return bad(
+                "snapshot_threshold",
+                "snapshot_threshold must be positive".into(),
+            );
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout", "request_timeout must be positive".into());
+        }
+        if let Members::Founding(members) = &self.members {
+            if !members.contains_key(&self.name) {
+                return bad(
+                    "initial_members",
+                    format!("initial_members does not name this node ({:?})", self.name),
+                );
+            }
+            let mut ids = BTreeMap::new();
+            for name in members.keys() {
+                if let Some(other) = ids.insert(node_id(name), name) {
+                    return bad(
+                        "initial_members",
+                        format!(
+                            "members {other:?} and {name:?} hash to the same node id; rename one"
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The role of a member in the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Votes and counts for the quorum.
+    Voter,
+    /// Receives the log, does not vote.
+    Learner,
+}
+
+/// One member as [`RaftEngine::status`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member's name.
+    pub name: String,
+    /// Its internode address.
+    pub addr: String,
+    /// Voter or learner.
+    pub role: Role,
+    /// Whether this node got an answer from it just now (always true for itself).
+    pub reachable: bool,
+}
+
+/// The group as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub name: String,
+    /// The leader's name, if this node knows one.
+    pub leader: Option<String>,
+    /// The current term.
+    pub term: u64,
+    /// The last log index known committed.
+    pub commit_index: u64,
+    /// The last log index applied to this node's state machine.
+    pub applied_index: u64,
+    /// The log index this node's last snapshot covers (0: none yet).
+    pub snapshot_index: u64,
+    /// The last log index this node purged from its log (0: none).
+    pub purged_index: u64,
+    /// Every member, voters first.
+    pub members: Vec<MemberStatus>,
+}
+
+/// The node-wide Raft engine: one group, durable in sled, reachable on its internode address.
+/// Cloning is cheap and shares the engine.
+#[derive(Clone)]
+pub struct RaftEngine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RaftEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaftEngine")
+            .field("name", &self.inner.name)
+            .field("bind", &self.inner.bind)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    name: String,
+    id: NodeId,
+    bind: SocketAddr,
+    request_timeout: Duration,
+    election_timeout: Duration,
+    pub(crate) raft: openraft::Raft<TypeConfig>,
+    pub(crate) sm: Arc<Shared>,
+    peers: Arc<Peers>,
+    pub(crate) clock: SharedClock,
+    db: sled::Db,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+enum Leader {
+    Me,
+    Other(String),
+    Unknown,
+}
+
+/// The outcome of one try: final, or known to have done nothing (try again).
+enum Try<T> {
+    Done(Result<T>),
+    Again,
+}
+
+fn storage_error(e: impl fmt::Display) -> Error {
+    Error::internal(format!("raft storage: {e}"))
+}
+
+impl RaftEngine {
+    /// Opens the state in `config.dir`, binds the internode listener, and joins the group:
+    /// founding members initialize it (every founding node with the same map forms one cluster,
+    /// whatever the start order); a joining node waits to be added.
+    ///
+    /// Must be called inside a Tokio runtime, which then runs the engine's tasks.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad configuration (the error names the field); `Unavailable` when the
+    /// folder cannot be opened (another process holds it) or the address cannot be bound.
+    pub async fn start(config: RaftConfig) -> Result<Self> {
+        config.check()?;
+        let listener = TcpListener::bind(config.bind).await.map_err(|e| {
+            Error::unavailable(format!("cannot bind {}: {e}", config.bind)).with_field("bind")
+        })?;
+        Self::start_inner(config, listener).await
+    }
+
+    /// [`RaftEngine::start`] on a listener the caller already bound (its address replaces
+    /// `config.bind`): how a test or a supervisor hands over a socket without a race for the
+    /// port.
+    ///
+    /// # Errors
+    /// As [`RaftEngine::start`].
+    pub async fn start_on(mut config: RaftConfig, listener: std::net::TcpListener) -> Result<Self> {
+        config.check()?;
+        let prepared = listener
+            .set_nonblocking(true)
+            .and_then(|()| listener.local_addr())
+            .and_then(|addr| Ok((addr, TcpListener::from_std(listener)?)));
+        let (addr, listener) =
+            prepared.map_err(|e| Error::unavailable(format!("cannot use the listener: {e}")))?;
+        config.bind = addr;
+        Self::start_inner(config, listener).await
+    }
+
+    async fn start_inner(config: RaftConfig, listener: TcpListener) -> Result<Self> {
+        std::fs::create_dir_all(&config.dir).map_err(|e| {
+            Error::unavailable(format!("cannot create {}: {e}", config.dir.display()))
+        })?;
+        let db = sled::Config::new().path(&config.dir).open().map_err(|e| {
+            Error::unavailable(format!("cannot open {}: {e}", config.dir.display()))
+        })?;
+        let log = LogStore::open(&db).map_err(storage_error)?;
+        let (sm, shared) = StateMachine::open(&db).map_err(storage_error)?;
+        let secret = Secret::new(&config.secret);
+        let peers = Arc::new(Peers::new(
+            config.name.clone(),
+            config.bind.ip(),
+            secret.clone(),
+        ));
+
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        let raft_config = openraft::Config {
+            cluster_name: "store-raft".into(),
+            heartbeat_interval: ms(config.heartbeat_interval),
+            election_timeout_min: ms(config.election_timeout),
+            election_timeout_max: ms(config.election_timeout) * 2,
+            install_snapshot_timeout: ms(config.request_timeout).max(1000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+            max_in_snapshot_log_to_keep: config.snapshot_threshold / 4,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::invalid(format!("raft settings: {e}")))?;
+
+        let id = node_id(&config.name);
+        let raft = openraft::Raft::new(
+            id,
+            Arc::new(raft_config),
+            Network::new(Arc::clone(&peers), config.request_timeout),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::internal(format!("cannot start raft: {e}")))?;
+
+        let (stop, stopped) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            name: config.name.clone(),
+            id,
+            bind: config.bind,
+            request_timeout: config.request_timeout,
+            election_timeout: config.election_timeout,
+            raft,
+            sm: shared,
+            peers,
+            clock: config.clock.clone(),
+            db,
+            stop,
+            tasks: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        });
+
+        let weak = Arc::downgrade(&inner);
+        let server = tokio::spawn(crate::net::serve(
+            listener,
+            secret,
+            move |rpc| {
+                let weak = Weak::clone(&weak);
+                async move {
+                    match weak.upgrade() {
+                        Some(inner) => inner.handle(rpc).await,
+                        None => refusal_for(&rpc, Refusal::NotLeader),
+                    }
+                }
+            },
+            stopped.clone(),
+        ));
+        let cleanup = tokio::spawn(cleanup_loop(
+            Arc::downgrade(&inner),
+            config.cleanup_interval,
+            stopped,
+        ));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([server, cleanup]);
+
+        if let Members::Founding(members) = &config.members {
+            let nodes: BTreeMap<NodeId, Member> = members
+                .iter()
+                .map(|(name, addr)| {
+                    let addr = if *name == config.name {
+                        config.advertised()
+                    } else {
+                        addr.clone()
+                    };
+                    (
+                        node_id(name),
+                        Member {
+                            name: name.clone(),
+                            addr,
+                        },
+                    )
+                })
+                .collect();
+            match inner.raft.initialize(nodes).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(Error::internal(format!("cannot initialize raft: {e}"))),
+            }
+        }
+        tracing::info!(name = %config.name, bind = %config.bind, "raft engine started");
+        Ok(Self { inner })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The internode address the engine listens on.
+    pub fn bind(&self) -> SocketAddr {
+        self.inner.bind
+    }
+
+    /// The leader's name, if this node knows one now.
+    pub fn leader(&self) -> Option<String> {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.name.clone())
+    }
+
+    /// Waits until this node knows a leader, or `timeout` passes.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            if let Some(leader) = self.leader() {
+                return Ok(leader);
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(Error::unavailable(format!(
+                    "no raft leader elected within {timeout:?}"
+                )));
+            }
+        }
+    }
+
+    /// The group as this node sees it; `reachable` comes from a ping to every member.
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let inner = &self.inner;
+        let (term, leader, members, snapshot_index, purged_index) = {
+            let metrics = inner.raft.metrics();
+            let m = metrics.borrow();
+            let leader = m.current_leader.and_then(|id| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.name.clone())
+            });
+            (
+                m.current_term,
+                leader,
+                inner.members_of(&m.membership_config),
+                m.snapshot.map(|l| l.index).unwrap_or(0),
+                m.purged.map(|l| l.index).unwrap_or(0),
+            )
+        };
+        let commit_index = inner
+            .raft
+            .with_raft_state(|st| st.committed.map(|l| l.index).unwrap_or(0))
+            .await
+            .map_err(|e| Error::closed(format!("the raft engine stopped: {e}")))?;
+        let mut pings = tokio::task::JoinSet::new();
+        for (i, member) in members.iter().enumerate() {
+            let (inner, name, addr) = (Arc::clone(inner), member.name.clone(), member.addr.clone());
+            pings.spawn(async move { (i, name == inner.name || inner.ping(&addr).await) });
+        }
+        let mut members = members;
+        while let Some(done) = pings.join_next().await {
+            if let Ok((i, reachable)) = done
+                && let Some(member) = members.get_mut(i)
+            {
+                member.reachable = reachable;
+            }
+        }
+        Ok(ClusterStatus {
+            name: inner.name.clone(),
+            leader,
+            term,
+            commit_index,
+            applied_index: inner.sm.applied_index(),
+            snapshot_index,
+            purged_index,
+            members,
+        })
+    }
+
+    /// Adds `name` at `addr` as a learner and, when `voter`, promotes it once it has caught up.
+    /// Any node accepts it: a follower forwards it to the leader. Answers the new membership.
+    pub async fn add_member(
+        &self,
+        name: &str,
+        addr: &str,
+        voter: bool,
+    ) -> Result<Vec<MemberStatus>> {
+        if name.is_empty() {
+            return Err(Error::invalid("member name is empty").with_field("name"));
+        }
+        if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(
+                Error::invalid(format!("member address {addr:?} is not host:port"))
+                    .with_field("addr"),
+            );
+        }
+        self.inner
+            .on_leader(Rpc::AddMember {
+                name: name.to_owned(),
+                addr: addr.to_owned(),
+                voter,
+            })
+            .await
+    }
+
+    /// Removes the member `name` (voter or learner). Answers the new membership.
+    pub async fn remove_member(&self, name: &str) -> Result<Vec<MemberStatus>> {
+        self.inner
+            .on_leader(Rpc::RemoveMember {
+                name: name.to_owned(),
+            })
+            .await
+    }
+
+    /// Stops serving: no new internode requests, Raft shut down, sled flushed. Idempotent.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        inner.stop.send_replace(true);
+        if let Err(e) = inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let tasks: Vec<_> = inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        for task in tasks {
+            task.abort();
+        }
+        if let Err(e) = inner.db.flush_async().await {
+            tracing::error!(error = %e, "cannot flush the raft state");
+        }
+        tracing::info!(name = %inner.name, "raft engine stopped");
+    }
+}
+
+fn refusal_for(rpc: &Rpc, refusal: Refusal) -> Reply {
+    match rpc {
+        Rpc::Write(_) => Reply::Write(Err(refusal)),
+        Rpc::ReadIndex => Reply::ReadIndex(Err(refusal)),
+        Rpc::AddMember { .. } | Rpc::RemoveMember { .. } => Reply::Members(Err(refusal)),
+        Rpc::Append(_) | Rpc::Vote(_) | Rpc::Snapshot(_) | Rpc::Ping => Reply::Pong,
+    }
+}
+
+impl Inner {
+    fn closed(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed("the raft engine was shut down"));
+        }
+        Ok(())
+    }
+
+    fn leader(&self) -> Leader {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        match m.current_leader {
+            Some(id) if id == self.id => {
+                if m.state == ServerState::Leader {
+                    Leader::Me
+                } else {
+                    Leader::Unknown
+                }
+            }
+            Some(id) => match m.membership_config.membership().get_node(&id) {
+                Some(node) => Leader::Other(node.addr.clone()),
+                None => Leader::Unknown,
+            },
+            None => Leader::Unknown,
+        }
+    }
+
+    fn members_of(&self, stored: &openraft::StoredMembership<NodeId, Member>) -> Vec<MemberStatus> {
+        let membership = stored.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut out: Vec<MemberStatus> = membership
+            .nodes()
+            .map(|(id, node)| MemberStatus {
+                name: node.name.clone(),
+                addr: node.addr.clone(),
+                role: if voters.contains(id) {
+                    Role::Voter
+                } else {
+                    Role::Learner
+                },
+                reachable: false,
+            })
+            .collect();
+        out.sort_by(|a, b| (a.role != Role::Voter, &a.name).cmp(&(b.role != Role::Voter, &b.name)));
+        out
+    }
+
+    fn current_members(&self) -> Vec<MemberStatus> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        self.members_of(&m.membership_config)
+    }
+
+    async fn ping(&self, addr: &str) -> bool {
+        let timeout = self.election_timeout.min(Duration::from_secs(1));
+        matches!(
+            self.peers.call(addr, Rpc::Ping, timeout).await,
+            Ok(Reply::Pong)
+        )
+    }
+
+    /// Proposes a write, forwarding it to the leader from a follower, within `request_timeout`.
+    pub(crate) async fn write(&self, command: Command) -> Result<Response> {
+        self.closed()?;
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let attempt = match self.leader() {
+                Leader::Me => self.propose(command.clone(), deadline).await,
+                Leader::Other(addr) => self.forward_write(&addr, command.clone(), deadline).await,
+                Leader::Unknown => Try::Again,
+            };
+            match attempt {
+                Try::Done(result) => return result,
+                Try::Again => {
+                    if Instant::now() + RETRY_PAUSE >= deadline {
+                        return Err(Error::unavailable(format!(
+                            "no raft leader accepted the write within {:?}; it was not applied",
+                            self.request_timeout
+                        )));
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Proposes `command` on this node, which believes it is the leader.
+    async fn propose(&self, command: Command, deadline: Instant) -> Try<Response> {
+        let request = Request {
+            stamp_ms: self.clock.now_ms(),
+            command,
+        };
+        match tokio::time::timeout_at(deadline, self.raft.client_write(request)).await {
+            Err(_) => Try::Done(Err(Error::write_timeout(format!(
+                "no quorum acknowledged the write within {:?}; it may still be applied",
+                self.request_timeout
+            )))),
+            Ok(Ok(written)) => Try::Done(Ok(written.data)),
+            // Openraft answers this both when it was no longer the leader (nothing appended) and
+            // when the appended entry was overwritten by a new leader; only the outcome of the
+            // second is unknown, and the two cannot be told apart here.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Try::Done(Err(Error::write_timeout(
+                    "the leader changed while the write was in flight; it may or may not have been applied",
+                )))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Try::Done(
+                Err(Error::internal(format!("unexpected membership error: {e}"))),
+            ),
+            Ok(Err(RaftError::Fatal(e))) => Try::Done(Err(Error::closed(format!(
+                "the raft engine stopped: {e}"
+            ))
+            .indeterminate())),
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        addr: &str,
+        command: Command,
+        deadline: Instant,
+    ) -> Try<Response> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.peers.call(addr, Rpc::Write(command), left).await {
+            Ok(Reply::Write(Ok(response))) => Try::Done(Ok(response)),
+            Ok(Reply::Write(Err(Refusal::NotLeader))) => Try::Again,
+            Ok(Reply::Write(Err(refusal))) => Try::Done(Err(refusal.into_error())),
+            Ok(other) => Try::Done(Err(Error::internal(format!(
+                "the leader answered a write with {other:?}"
+            )))),
+            Err(CallError::NotSent(why)) => {
+                tracing::debug!(%why, "write not forwarded; retrying");
+                Try::Again
+            }
+            Err(CallError::Lost(why)) => Try::Done(Err(Error::write_timeout(format!(
+                "the leader did not answer the forwarded write ({why}); it may or may not have been applied"
+            )))),
+        }
+    }
+
+    /// Waits until a read on this node is linearizable, and returns the clock reading
+    /// (Unix ms) expiry must be judged by.
+    pub(crate) async fn read_barrier(&self) -> Result<u64> {
+        self.closed()?;
+        let deadline = Instant::now() + self.request_timeout;
+        let mut had_leader = false;
+        loop {
+            let attempt = match self.leader() {
+                Leader::Me => {
+                    had_leader = true;
+                    self.read_index_here(deadline).await
+                }
+                Leader::Other(addr) => {
+                    had_leader = true;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.peers.call(&addr, Rpc::ReadIndex, left).await {
+                        Ok(Reply::ReadIndex(Ok(ri))) => Try::Done(Ok(ri)),
+                        Ok(Reply::ReadIndex(Err(Refusal::NotLeader))) => Try::Again,
+                        Ok(Reply::ReadIndex(Err(refusal))) => Try::Done(Err(refusal.into_error())),
+                        Ok(other) => Try::Done(Err(Error::internal(format!(
+                            "the leader answered a read index with {other:?}"
+                        )))),
+                        // A read changes nothing: any failure may be retried.
+                        Err(_) => Try::Again,
+                    }
+                }
+                Leader::Unknown => Try::Again,
+            };
+            match attempt {
+                Try::Done(Ok(ri)) => {
+                    let mut applied = self.sm.subscribe_applied();
+                    if tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= ri.index))
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::timeout(format!(
+                            "this node did not apply up to the read index {} within {:?}",
+                            ri.index, self.request_timeout
+                        )));
+                    }
+                    return Ok(ri.now_ms.max(self.sm.clock_ms()));
+                }
+                Try::Done(Err(e)) => return Err(e),
+                Try::Again => {
+                    if Instant::now() + RETRY_PAUSE >= deadline {
+                        return Err(if had_leader {
+                            Error::timeout(format!(
+                                "no quorum confirmed the leader within {:?}",
+                                self.request_timeout
+                            ))
+                        } else {
+                            Error::unavailable(format!(
+                                "no raft leader within {:?}",
+                                self.request_timeout
+                            ))
+                        });
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// The read index as the leader computes it: leadership confirmed by a quorum.
+    async fn read_index_here(&self, deadline: Instant) -> Try<ReadIndex> {
+        match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
+            Err(_) => Try::Done(Err(Error::timeout(format!(
+                "no quorum confirmed the leader within {:?}",
+                self.request_timeout
+            )))),
+            Ok(Ok((read, _))) => Try::Done(Ok(ReadIndex {
+                index: read.map(|l| l.index).unwrap_or(0),
+                now_ms: self.clock.now_ms(),
+            })),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Try::Again,
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Try::Again,
+            Ok(Err(RaftError::Fatal(e))) => {
+                Try::Done(Err(Error::closed(format!("the raft engine stopped: {e}"))))
+            }
+        }
+    }
+
+    /// The clock reading a serializable (local) read judges expiry by.
+    pub(crate) fn local_now(&self) -> u64 {
+        self.clock.now_ms().max(self.sm.clock_ms())
+    }
+
+    /// Runs a membership change on the leader, forwarding it there from a follower.
+    async fn on_leader(&self, rpc: Rpc) -> Result<Vec<MemberStatus>> {
+        self.closed()?;
+        let timeout = self.request_timeout.max(Duration::from_secs(60));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = match self.leader() {
+                Leader::Me => match self.change_here(&rpc).await {
+                    Ok(members) => return Ok(members),
+                    Err(Refusal::NotLeader) => Try::Again,
+                    Err(refusal) => return Err(refusal.into_error()),
+                },
+                Leader::Other(addr) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let forwarded = match &rpc {
+                        Rpc::AddMember { name, addr, voter } => Rpc::AddMember {
+                            name: name.clone(),
+                            addr: addr.clone(),
+                            voter: *voter,
+                        },
+                        Rpc::RemoveMember { name } => Rpc::RemoveMember { name: name.clone() },
+                        _ => return Err(Error::internal("not a membership change")),
+                    };
+                    match self.peers.call(&addr, forwarded, left).await {
+                        Ok(Reply::Members(Ok(members))) => return Ok(members),
+                        Ok(Reply::Members(Err(Refusal::NotLeader))) => Try::Again,
+                        Ok(Reply::Members(Err(refusal))) => return Err(refusal.into_error()),
+                        Ok(other) => {
+                            return Err(Error::internal(format!(
+                                "the leader answered a membership change with {other:?}"
+                            )));
+                        }
+                        Err(CallError::NotSent(_)) => Try::Again,
+                        Err(CallError::Lost(why)) => {
+                            return Err(Error::write_timeout(format!(
+                                "the leader did not answer the membership change ({why}); check `cluster status`"
+                            )));
+                        }
+                    }
+                }
+                Leader::Unknown => Try::<()>::Again,
+            };
+            let Try::Again = attempt else { continue };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(Error::unavailable(format!(
+                    "no raft leader accepted the membership change within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn change_here(&self, rpc: &Rpc) -> std::result::Result<Vec<MemberStatus>, Refusal> {
+        let failed = |e: Error| Refusal::from_error(&e);
+        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Refusal::NotLeader,
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                failed(Error::invalid(format!("membership change refused: {e}")))
+            }
+            RaftError::Fatal(e) => failed(Error::closed(format!("the raft engine stopped: {e}"))),
+        };
+        match rpc {
+            Rpc::AddMember { name, addr, voter } => {
+                let id = node_id(name);
+                if let Some(existing) = self
+                    .current_members()
+                    .into_iter()
+                    .find(|m| node_id(&m.name) == id)
+                    && existing.name != *name
+                {
+                    return Err(failed(Error::invalid(format!(
+                        "{name:?} hashes to the same node id as member {:?}; choose another name",
+                        existing.name
+                    ))));
+                }
+                let member = Member {
+                    name: name.clone(),
+                    addr: addr.clone(),
+                };
+                self.raft.add_learner(id, member, true).await.map_err(map)?;
+                if *voter {
+                    self.raft
+                        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                        .await
+                        .map_err(map)?;
+                }
+                Ok(self.current_members())
+            }
+            Rpc::RemoveMember { name } => {
+                let id = node_id(name);
+                let Some(member) = self.current_members().into_iter().find(|m| m.name == *name)
+                else {
+                    return Err(failed(
+                        Error::not_found(format!("{name:?} is not a member")).with_field("name"),
+                    ));
+                };
+                let change = match member.role {
+                    Role::Voter => ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                    Role::Learner => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+                };
+                self.raft
+                    .change_membership(change, false)
+                    .await
+                    .map_err(map)?;
+                Ok(self.current_members())
+            }
+            _ => Err(failed(Error::internal("not a membership change"))),
+        }
+    }
+
+    /// Answers a request from a peer.
+    async fn handle(self: Arc<Self>, rpc: Rpc) -> Reply {
+        match rpc {
+            Rpc::Append(req) => Reply::Append(self.raft.append_entries(req).await),
+            Rpc::Vote(req) => Reply::Vote(self.raft.vote(req).await),
+            Rpc::Snapshot(req) => Reply::Snapshot(self.raft.install_snapshot(req).await),
+            Rpc::Ping => Reply::Pong,
+            Rpc::Write(command) => {
+                if !matches!(self.leader(), Leader::Me) {
+                    return Reply::Write(Err(Refusal::NotLeader));
+                }
+                let deadline = Instant::now() + self.request_timeout;
+                match self.propose(command, deadline).await {
+                    Try::Done(Ok(r)) => Reply::Write(Ok(r)),
+                    Try::Done(Err(e)) => Reply::Write(Err(Refusal::from_error(&e))),
+                    Try::Again => Reply::Write(Err(Refusal::NotLeader)),
+                }
+            }
+            Rpc::ReadIndex => {
+                if !matches!(self.leader(), Leader::Me) {
+                    return Reply::ReadIndex(Err(Refusal::NotLeader));
+                }
+                let deadline = Instant::now() + self.request_timeout;
+                match self.read_index_here(deadline).await {
+                    Try::Done(Ok(ri)) => Reply::ReadIndex(Ok(ri)),
+                    Try::Done(Err(e)) => Reply::ReadIndex(Err(Refusal::from_error(&e))),
+                    Try::Again => Reply::ReadIndex(Err(Refusal::NotLeader)),
+                }
+            }
+            rpc @ (Rpc::AddMember { .. } | Rpc::RemoveMember { .. }) => {
+                if !matches!(self.leader(), Leader::Me) {
+                    return Reply::Members(Err(Refusal::NotLeader));
+                }
+                Reply::Members(self.change_here(&rpc).await)
+            }
+        }
+    }
+}
+
+/// On the leader, proposes the removal of expired keys every `every`.
+async fn cleanup_loop(inner: Weak<Inner>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if !matches!(inner.leader(), Leader::Me) {
+            continue;
+        }
+        let now = inner.local_now();
+        let keys = match inner.sm.expired(now, CLEANUP_BATCH) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the expiry index");
+                continue;
+            }
+        };
+        if keys.is_empty() {
+            continue;
+        }
+        let n = keys.len();
+        match inner.write(Command::Expire { keys }).await {
+            Ok(_) => tracing::debug!(removed = n, "raft cleanup"),
+            Err(e) => tracing::debug!(error = %e, "raft cleanup deferred"),
+        }
+    }
+}

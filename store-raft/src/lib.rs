@@ -1,0 +1,54 @@
+//! `store.kv.raft`: a linearizable, replicated [`Store`](store_core::Store).
+//!
+//! A node runs one [`RaftEngine`]: one Raft group ([openraft]) whose log and state machine are
+//! durable in [sled] under one folder. Every `store.kv.raft` entry of the node is a
+//! [`RaftStore`], a namespace view of that group: its keys are stored as `<namespace>:<key>`.
+//!
+//! - **Writes** are log entries. A follower forwards them to the leader over the internode
+//!   connection; the leader stamps its clock reading into the entry, and the state machine
+//!   evaluates conditions and deadlines by that stamp, so every replica reaches the same state.
+//!   A write's version is the log index of its entry.
+//! - **Reads** are linearizable on every node: the node obtains a read index from the leader
+//!   (which confirms its leadership with a quorum), waits until it has applied that far, and
+//!   reads locally, judging expiry by the leader's clock. A view with
+//!   [`ReadConsistency::Serializable`] reads locally without asking.
+//! - **Failures** are bounded by the request timeout: a write that cannot reach a quorum fails
+//!   `Unavailable` when it is known not to have been applied and `Timeout` (indeterminate)
+//!   otherwise; it never hangs.
+//! - **Durability**: an append is acknowledged only after sled flushed it; a snapshot is taken
+//!   every `snapshot_threshold` applied entries and the log is purged behind it; a node that
+//!   fell behind the purged log receives the snapshot.
+//! - **Internode transport**: one persistent TCP connection per peer, length-delimited postcard
+//!   frames with request ids (many requests in flight), mutual HMAC-SHA256 challenge-response on
+//!   the cluster secret before anything else.
+//!
+//! ```no_run
+//! # async fn demo() -> store_core::Result<()> {
+//! use std::collections::BTreeMap;
+//! use store_core::Store;
+//! use store_raft::{Members, RaftConfig, RaftEngine, RaftStore, ReadConsistency};
+//!
+//! let members = BTreeMap::from([("n1".to_owned(), "127.0.0.1:7800".to_owned())]);
+//! let config = RaftConfig::new("n1", "./data/_sys/raft", "127.0.0.1:7800".parse().unwrap(),
+//!     Members::Founding(members));
+//! let engine = RaftEngine::start(config).await?;
+//! let store = RaftStore::new(&engine, "app:locks", "locks", ReadConsistency::Linearizable)?;
+//! store.set("leader", "n1".into(), None).await?;
+//! # Ok(()) }
+//! ```
+
+#![allow(
+    clippy::result_large_err,
+    reason = "openraft's storage and network traits return its errors by value; their size is openraft's"
+)]
+
+mod engine;
+mod log;
+mod net;
+mod network;
+mod sm;
+mod store;
+mod types;
+
+pub use engine::{ClusterStatus, MemberStatus, Members, RaftConfig, RaftEngine, Role};
+pub use store::{RaftStore, ReadConsistency, check_namespace};

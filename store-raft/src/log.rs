@@ -1,0 +1,237 @@
+//! The Raft log and the vote, durable in sled.
+//!
+//! An append is acknowledged to Raft only once sled has flushed it to disk. Appends do not flush
+//! one by one: they hand their callbacks to one flusher task, which takes every callback waiting,
+//! flushes once and answers them all, so a burst of appends costs one `fsync`.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
+    StorageIOError, Vote,
+};
+use tokio::sync::mpsc;
+
+use crate::types::{NodeId, TypeConfig};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const PURGED: &[u8] = b"last_purged";
+
+/// The log (`log` tree: big-endian index → entry) and the Raft metadata (`raft` tree).
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+}
+
+impl LogStore {
+    /// Opens the trees and starts the flusher on the current runtime.
+    pub(crate) fn open(db: &sled::Db) -> sled::Result<Self> {
+        let (flusher, mut waiting) = mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
+        let flush_db = db.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while waiting.recv_many(&mut batch, 4096).await > 0 {
+                let result = flush_db.flush_async().await.map(|_| ()).map_err(io_error);
+                for callback in batch.drain(..) {
+                    callback.log_io_completed(result.as_ref().map(|_| ()).map_err(copy_io));
+                }
+            }
+        });
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree("log")?,
+            meta: db.open_tree("raft")?,
+            flusher,
+        })
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<Option<T>> {
+        let Some(bytes) = self
+            .meta
+            .get(key)
+            .map_err(|e| sio(subject.clone(), ErrorVerb::Read, e))?
+        else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| sio(subject, ErrorVerb::Read, e))
+    }
+
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<NodeId>,
+    ) -> StorageResult<()> {
+        let bytes =
+            postcard::to_allocvec(value).map_err(|e| sio(subject.clone(), ErrorVerb::Write, e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| sio(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    async fn flush(&self, subject: ErrorSubject<NodeId>) -> StorageResult<()> {
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| sio(subject, ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        for item in self.log.range::<[u8; 8], _>((start, end)) {
+            let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+            let entry: Entry<TypeConfig> = postcard::from_bytes(&bytes)
+                .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.read_meta(PURGED, ErrorSubject::Logs)?;
+        let last = match self
+            .log
+            .last()
+            .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?
+        {
+            Some((_, bytes)) => {
+                let entry: Entry<TypeConfig> = postcard::from_bytes(&bytes)
+                    .map_err(|e| StorageIOError::read_logs(AnyError::new(&e)))?;
+                Some(entry.log_id)
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        self.write_meta(VOTE, vote, ErrorSubject::Vote)?;
+        self.flush(ErrorSubject::Vote).await
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        self.read_meta(VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        // Not flushed: after a crash a smaller committed index only means re-learning it.
+        self.write_meta(COMMITTED, &committed, ErrorSubject::Store)
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .read_meta::<Option<LogId<NodeId>>>(COMMITTED, ErrorSubject::Store)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = postcard::to_allocvec(&entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        if let Err(mpsc::error::SendError(callback)) = self.flusher.send(callback) {
+            // The flusher is gone only when the runtime is shutting down: flush here instead.
+            let result = self.db.flush_async().await.map(|_| ()).map_err(io_error);
+            callback.log_io_completed(result);
+        }
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(log_id.index.to_be_bytes()..) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+            batch.remove(key);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        self.flush(ErrorSubject::Logs).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        // The purge mark goes first: sled recovers writes in order, so a crash can never leave
+        // the log shorter than the mark says.
+        self.write_meta(PURGED, &log_id, ErrorSubject::Logs)?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+            batch.remove(key);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        Ok(())
+    }
+}
+
+fn sio(
+    subject: ErrorSubject<NodeId>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError<NodeId> {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+fn io_error(e: sled::Error) -> std::io::Error {
+    match e {
+        sled::Error::Io(io) => io,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), e.to_string())
+}

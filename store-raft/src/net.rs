@@ -1,0 +1,679 @@
+//! The internode transport: length-delimited postcard frames over TCP, one persistent,
+//! authenticated connection per peer, many requests in flight on it.
+//!
+//! A frame is a 4-byte big-endian length and a postcard message. After the handshake every
+//! message carries a request id; replies come back with the same id in any order, so a slow
+//! request (a snapshot chunk, a write waiting for its quorum) never blocks a heartbeat.
+//!
+//! **Handshake** (both sides prove they hold the cluster secret; the secret never travels):
+//! the dialer sends `Hello {name, nonce_c}`; the listener answers
+//! `Challenge {nonce_s, HMAC(secret, "server" ‖ nonce_c ‖ nonce_s)}`; the dialer checks it and
+//! answers `HMAC(secret, "client" ‖ nonce_s ‖ nonce_c)`; the listener checks that and sends
+//! `Welcome`. A peer that fails either check is refused, logged, and its connection closed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::types::{Command, NodeId, Response, TypeConfig};
+
+/// Largest frame accepted: a snapshot chunk (3 MiB by default) or a batch of log entries with
+/// large values fits with room to spare; anything bigger is a broken peer.
+const MAX_FRAME: usize = 256 << 20;
+const MAGIC: [u8; 8] = *b"kvraft01";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request one node sends another.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Rpc {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client write forwarded to the leader, which stamps and proposes it.
+    Write(Command),
+    /// A follower asking the leader for a read index and the leader's clock.
+    ReadIndex,
+    AddMember {
+        name: String,
+        addr: String,
+        voter: bool,
+    },
+    RemoveMember {
+        name: String,
+    },
+    /// Are you there? (`cluster status` asks every member.)
+    Ping,
+}
+
+/// The answer to an [`Rpc`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Write(Result<Response, Refusal>),
+    ReadIndex(Result<ReadIndex, Refusal>),
+    Members(Result<Vec<crate::MemberStatus>, Refusal>),
+    Pong,
+}
+
+/// What a follower needs for a linearizable read: apply up to `index`, then judge expiry by
+/// `now_ms` (the leader's clock).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct ReadIndex {
+    pub(crate) index: u64,
+    pub(crate) now_ms: u64,
+}
+
+/// Why the receiving node did not do what was asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    /// It is not the leader, and did nothing: the sender may retry elsewhere.
+    NotLeader,
+    /// It tried and failed with this error.
+    Failed {
+        kind: String,
+        message: String,
+        indeterminate: bool,
+    },
+}
+
+impl Refusal {
+    pub(crate) fn from_error(e: &store_core::Error) -> Self {
+        Self::Failed {
+            kind: e.kind().as_str().to_owned(),
+            message: e.message().to_owned(),
+            indeterminate: e.is_indeterminate(),
+        }
+    }
+
+    pub(crate) fn into_error(self) -> store_core::Error {
+        match self {
+            Self::NotLeader => store_core::Error::unavailable("the node asked is not the leader"),
+            Self::Failed {
+                kind,
+                message,
+                indeterminate,
+            } => {
+                let kind =
+                    store_core::ErrorKind::parse(&kind).unwrap_or(store_core::ErrorKind::Internal);
+                let e = store_core::Error::new(kind, message);
+                if indeterminate { e.indeterminate() } else { e }
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    id: u64,
+    body: T,
+}
+
+#[derive(Serialize, Deserialize)]
+enum Handshake {
+    Hello {
+        magic: [u8; 8],
+        name: String,
+        nonce: [u8; 32],
+    },
+    Challenge {
+        nonce: [u8; 32],
+        proof: Vec<u8>,
+    },
+    Proof {
+        proof: Vec<u8>,
+    },
+    Welcome,
+    Refused {
+        reason: String,
+    },
+}
+
+/// Why a call failed, and whether the request could have reached the peer.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// The request was never sent (no connection could be made or the handshake failed).
+    NotSent(String),
+    /// The request was sent, and no answer came (connection lost or deadline passed).
+    Lost(String),
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotSent(why) => write!(f, "not sent: {why}"),
+            Self::Lost(why) => write!(f, "no answer: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for CallError {}
+
+/// The cluster secret as an HMAC key.
+#[derive(Clone)]
+pub(crate) struct Secret(hmac::Key);
+
+impl Secret {
+    pub(crate) fn new(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    fn proof(&self, role: &[u8], a: &[u8; 32], b: &[u8; 32]) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(role);
+        ctx.update(a);
+        ctx.update(b);
+        ctx.sign().as_ref().to_vec()
+    }
+
+    fn verify(&self, role: &[u8], a: &[u8; 32], b: &[u8; 32], proof: &[u8]) -> bool {
+        let mut msg = Vec::with_capacity(role.len() + 64);
+        msg.extend_from_slice(role);
+        msg.extend_from_slice(a);
+        msg.extend_from_slice(b);
+        hmac::verify(&self.0, &msg, proof).is_ok()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn nonce() -> std::io::Result<[u8; 32]> {
+    let mut n = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut n)
+        .map_err(|_| std::io::Error::other("the system random source failed"))?;
+    Ok(n)
+}
+
+async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> std::io::Result<()> {
+    let bytes = encode_frame(msg)?;
+    w.write_all(&bytes).await?;
+    w.flush().await
+}
+
+fn encode_frame<T: Serialize>(msg: &T) -> std::io::Result<Vec<u8>> {
+    let mut out = vec![0u8; 4];
+    let body = postcard::to_extend(msg, Vec::new()).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes exceeds the limit of {MAX_FRAME}"
+        )));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf).await?;
+    postcard::from_bytes(buf).map_err(std::io::Error::other)
+}
+
+/// Outgoing connections, one per peer address, made from this node's own bind address.
+pub(crate) struct Peers {
+    name: String,
+    bind_ip: IpAddr,
+    secret: Secret,
+    conns: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+impl fmt::Debug for Peers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peers")
+            .field("name", &self.name)
+            .field("bind_ip", &self.bind_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Peer {
+    /// The live connection, if any; replaced when it breaks.
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+}
+
+struct Conn {
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    next: AtomicU64,
+    alive: AtomicBool,
+}
+
+impl Conn {
+    fn fail_all(&self) {
+        self.alive.store(false, Ordering::Release);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+impl Peers {
+    pub(crate) fn new(name: String, bind_ip: IpAddr, secret: Secret) -> Self {
+        Self {
+            name,
+            bind_ip,
+            secret,
+            conns: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `rpc` to `addr` and waits for its reply, all within `timeout`.
+    pub(crate) async fn call(
+        &self,
+        addr: &str,
+        rpc: Rpc,
+        timeout: Duration,
+    ) -> Result<Reply, CallError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let conn = match tokio::time::timeout_at(deadline, self.connection(addr)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(CallError::NotSent(format!("{addr}: {e}"))),
+            Err(_) => return Err(CallError::NotSent(format!("{addr}: connect timed out"))),
+        };
+        let id = conn.next.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_frame(&Envelope { id, body: rpc })
+            .map_err(|e| CallError::NotSent(format!("{addr}: {e}")))?;
+        let (tx, rx) = oneshot::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        if conn.frames.send(frame).is_err() {
+            conn.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            return Err(CallError::NotSent(format!("{addr}: connection closed")));
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(CallError::Lost(format!("{addr}: connection lost"))),
+            Err(_) => {
+                conn.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+                Err(CallError::Lost(format!("{addr}: no reply in {timeout:?}")))
+            }
+        }
+    }
+
+    async fn connection(&self, addr: &str) -> std::io::Result<Arc<Conn>> {
+        let peer = Arc::clone(
+            self.conns
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(addr.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Peer {
+                        conn: tokio::sync::Mutex::new(None),
+                    })
+                }),
+        );
+        let mut slot = peer.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && conn.alive.load(Ordering::Acquire)
+        {
+            return Ok(Arc::clone(conn));
+        }
+        let conn = self.dial(addr).await?;
+        *slot = Some(Arc::clone(&conn));
+        Ok(conn)
+    }
+
+    async fn dial(&self, addr: &str) -> std::io::Result<Arc<Conn>> {
+        let target = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other(format!("{addr} resolves to no address")))?;
+        let socket = match target {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if !self.bind_ip.is_unspecified() && self.bind_ip.is_ipv4() == target.is_ipv4() {
+            socket.bind(SocketAddr::new(self.bind_ip, 0))?;
+        }
+        let stream = socket.connect(target).await?;
+        stream.set_nodelay(true)?;
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.introduce(stream, addr))
+            .await
+            .map_err(|_| std::io::Error::other("handshake timed out"))??;
+        let (mut reader, writer) = stream.into_split();
+        let (frames, outgoing) = mpsc::unbounded_channel();
+        let conn = Arc::new(Conn {
+            frames,
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            alive: AtomicBool::new(true),
+        });
+        let write_conn = Arc::clone(&conn);
+        tokio::spawn(async move {
+            if pump(writer, outgoing).await.is_err() {
+                write_conn.fail_all();
+            }
+        });
+        let read_conn = Arc::clone(&conn);
+        let who = addr.to_owned();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                match read_frame::<_, Envelope<Reply>>(&mut reader, &mut buf).await {
+                    Ok(Envelope { id, body }) => {
+                        let waiter = read_conn
+                            .pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(body);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %who, error = %e, "raft peer connection closed");
+                        read_conn.fail_all();
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(conn)
+    }
+
+    async fn introduce(&self, mut stream: TcpStream, addr: &str) -> std::io::Result<TcpStream> {
+        let mine = nonce()?;
+        write_frame(
+            &mut stream,
+            &Handshake::Hello {
+                magic: MAGIC,
+                name: self.name.clone(),
+                nonce: mine,
+            },
+        )
+        .await?;
+        let mut buf = Vec::new();
+        let theirs = match read_frame(&mut stream, &mut buf).await? {
+            Handshake::Challenge { nonce, proof } => {
+                if !self.secret.verify(b"server", &mine, &nonce, &proof) {
+                    tracing::warn!(peer = %addr, "refusing raft peer: it does not hold the cluster secret");
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        "the peer does not hold the cluster secret",
+                    ));
+                }
+                nonce
+            }
+            Handshake::Refused { reason } => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("refused: {reason}"),
+                ));
+            }
+            _ => return Err(std::io::Error::other("unexpected handshake message")),
+        };
+        write_frame(
+            &mut stream,
+            &Handshake::Proof {
+                proof: self.secret.proof(b"client", &theirs, &mine),
+            },
+        )
+        .await?;
+        match read_frame(&mut stream, &mut buf).await? {
+            Handshake::Welcome => Ok(stream),
+            Handshake::Refused { reason } => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("refused: {reason}"),
+            )),
+            _ => Err(std::io::Error::other("unexpected handshake message")),
+        }
+    }
+}
+
+/// Writes queued frames, flushing whenever the queue runs dry (so a burst goes out in few
+/// syscalls).
+async fn pump<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut writer = BufWriter::with_capacity(64 << 10, writer);
+    while let Some(frame) = frames.recv().await {
+        writer.write_all(&frame).await?;
+        while let Ok(frame) = frames.try_recv() {
+            writer.write_all(&frame).await?;
+        }
+        writer.flush().await?;
+    }
+    Ok(())
+}
+
+/// Accepts peers on `listener` until `stop` turns true, answering each request with `handle`.
+pub(crate) async fn serve<H, Fut>(
+    listener: TcpListener,
+    secret: Secret,
+    handle: H,
+    mut stop: watch::Receiver<bool>,
+) where
+    H: Fn(Rpc) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, from) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "raft listener accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let secret = secret.clone();
+        let handle = handle.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(stream, &secret, from))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(peer = %from, error = %e, "raft peer connection refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(peer = %from, "raft peer connection refused: handshake timed out");
+                    return;
+                }
+            };
+            connection(stream, handle, stop).await;
+        });
+    }
+}
+
+async fn admit(
+    mut stream: TcpStream,
+    secret: &Secret,
+    from: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    let mut buf = Vec::new();
+    let (name, theirs) = match read_frame(&mut stream, &mut buf).await? {
+        Handshake::Hello { magic, name, nonce } if magic == MAGIC => (name, nonce),
+        _ => return Err(std::io::Error::other("not a store-raft peer")),
+    };
+    let mine = nonce()?;
+    write_frame(
+        &mut stream,
+        &Handshake::Challenge {
+            nonce: mine,
+            proof: secret.proof(b"server", &theirs, &mine),
+        },
+    )
+    .await?;
+    let proof = match read_frame(&mut stream, &mut buf).await? {
+        Handshake::Proof { proof } => proof,
+        _ => return Err(std::io::Error::other("unexpected handshake message")),
+    };
+    if !secret.verify(b"client", &mine, &theirs, &proof) {
+        let _ = write_frame(
+            &mut stream,
+            &Handshake::Refused {
+                reason: "wrong cluster secret".into(),
+            },
+        )
+        .await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("peer {name:?} does not hold the cluster secret"),
+        ));
+    }
+    write_frame(&mut stream, &Handshake::Welcome).await?;
+    tracing::debug!(peer = %from, name = %name, "raft peer connected");
+    Ok(stream)
+}
+
+async fn connection<H, Fut>(stream: TcpStream, handle: H, mut stop: watch::Receiver<bool>)
+where
+    H: Fn(Rpc) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    let (mut reader, writer) = stream.into_split();
+    let (frames, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+    let pump_task = tokio::spawn(pump(writer, outgoing));
+    let mut buf = Vec::new();
+    loop {
+        let request = tokio::select! {
+            r = read_frame::<_, Envelope<Rpc>>(&mut reader, &mut buf) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Ok(Envelope { id, body }) = request else {
+            break;
+        };
+        let handle = handle.clone();
+        let frames = frames.clone();
+        tokio::spawn(async move {
+            let reply = handle(body).await;
+            match encode_frame(&Envelope { id, body: reply }) {
+                Ok(frame) => {
+                    let _ = frames.send(frame);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a raft reply"),
+            }
+        });
+    }
+    drop(frames);
+    pump_task.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn server(secret: &[u8]) -> (SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(
+            listener,
+            Secret::new(secret),
+            |rpc| async move {
+                match rpc {
+                    Rpc::Ping => Reply::Pong,
+                    _ => Reply::Write(Err(Refusal::NotLeader)),
+                }
+            },
+            stopped,
+        ));
+        (addr, stop)
+    }
+
+    fn peers(secret: &[u8]) -> Peers {
+        Peers::new(
+            "tester".into(),
+            "127.0.0.1".parse().unwrap(),
+            Secret::new(secret),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_the_secret_is_served_over_one_connection() {
+        let (addr, _stop) = server(b"right").await;
+        let peers = peers(b"right");
+        for _ in 0..100 {
+            let reply = peers
+                .call(&addr.to_string(), Rpc::Ping, Duration::from_secs(5))
+                .await;
+            assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
+        }
+        assert_eq!(peers.conns.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_secret_is_refused_before_any_request() {
+        let (addr, _stop) = server(b"right").await;
+        let reply = peers(b"wrong")
+            .call(&addr.to_string(), Rpc::Ping, Duration::from_secs(5))
+            .await;
+        match reply {
+            Err(CallError::NotSent(why)) => assert!(why.contains("secret"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_without_the_secret_is_not_trusted() {
+        let (addr, _stop) = server(b"other cluster").await;
+        let reply = peers(b"right")
+            .call(&addr.to_string(), Rpc::Ping, Duration::from_secs(5))
+            .await;
+        assert!(matches!(reply, Err(CallError::NotSent(_))), "{reply:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stranger_speaking_another_protocol_is_dropped() {
+        let (addr, _stop) = server(b"right").await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        // The listener closes the connection without answering a byte.
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf))
+            .await
+            .expect("the listener closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+}

@@ -1,0 +1,129 @@
+//! The Raft group's types: node ids and members, the commands a log entry carries and what
+//! applying one answers.
+
+use std::fmt;
+use std::io::Cursor;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A node's Raft id: the first eight bytes of the SHA-256 of its name, so every node derives the
+/// same id for a name without coordination.
+pub(crate) type NodeId = u64;
+
+/// The id of the node called `name`.
+pub(crate) fn node_id(name: &str) -> NodeId {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// A member of the group as the membership log records it: its name and the internode address
+/// peers dial.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Member {
+    /// The node's unique name (`cluster.name`).
+    pub(crate) name: String,
+    /// The address its internode listener is reachable at (`cluster.raft.advertise`).
+    pub(crate) addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The type configuration of the group.
+    pub(crate) TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = Member,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// A log entry's command with the proposing leader's clock reading, which the state machine
+/// judges deadlines and conditions by (never the applying node's clock).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Request {
+    /// The leader's clock when it proposed the entry, in Unix milliseconds.
+    pub(crate) stamp_ms: u64,
+    /// What to do.
+    pub(crate) command: Command,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.command {
+            Command::Write { key, .. } => write!(f, "write {key:?} @{}", self.stamp_ms),
+            Command::Delete { key } => write!(f, "delete {key:?} @{}", self.stamp_ms),
+            Command::Expire { keys } => write!(f, "expire {} keys @{}", keys.len(), self.stamp_ms),
+        }
+    }
+}
+
+/// A state-machine command. Keys are physical: `<namespace>:<key>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Command {
+    /// Writes `value` under `key` if `condition` holds; the deadline is `stamp + ttl_ms`.
+    Write {
+        /// Physical key.
+        key: String,
+        /// The value.
+        value: Bytes,
+        /// Time to live in milliseconds; `None` = no expiry.
+        ttl_ms: Option<u64>,
+        /// When the write happens.
+        condition: Cond,
+    },
+    /// Removes `key` if it is live.
+    Delete {
+        /// Physical key.
+        key: String,
+    },
+    /// Cleanup: removes each key whose deadline is still the given one and has passed. Changes
+    /// no answer, only reclaims space.
+    Expire {
+        /// Physical keys with the deadline the leader saw in its index.
+        keys: Vec<(String, u64)>,
+    },
+}
+
+/// The condition of a write, as the state machine evaluates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Cond {
+    /// Always write.
+    Always,
+    /// Only if no live value exists.
+    IfAbsent,
+    /// Only if the live value has this version.
+    IfVersion(u64),
+}
+
+/// What applying an entry answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Response {
+    /// A blank or membership entry, or a cleanup.
+    Done,
+    /// The write happened: the new version (the entry's log index) and deadline.
+    Written {
+        /// The entry's log index.
+        version: u64,
+        /// Absolute deadline, Unix milliseconds.
+        expires_at: Option<u64>,
+    },
+    /// A delete: whether a live key was removed.
+    Deleted(bool),
+    /// `IfAbsent` found a live value.
+    Exists,
+    /// `IfVersion` found no live value.
+    Missing,
+    /// `IfVersion` found another version.
+    Mismatch {
+        /// The version the key has.
+        current: u64,
+    },
+}

@@ -1,0 +1,376 @@
+//! Behaviour of the replicated group itself: leader loss, catch-up by snapshot, restart from
+//! disk, lost quorum, compare-and-swap from every node, membership changes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use store_core::{Bytes, ErrorKind, ListOptions, ManualClock, PutOptions, Store};
+use store_raft::{RaftConfig, RaftStore, ReadConsistency, Role};
+use tokio::time::Instant;
+
+use crate::support::{Cluster, PATIENCE, eventually, fast};
+
+fn clock() -> ManualClock {
+    ManualClock::at_millis(1_700_000_000_000)
+}
+
+fn local(cluster: &Cluster, i: usize, namespace: &str) -> RaftStore {
+    RaftStore::new(
+        cluster.engine(i),
+        format!("test:{namespace}"),
+        namespace,
+        ReadConsistency::Serializable,
+    )
+    .expect("a view")
+}
+
+/// Waits until node `i`'s own state machine holds `key` = `value`.
+async fn replicated(cluster: &Cluster, i: usize, key: &str, value: &[u8]) {
+    let store = local(cluster, i, "t");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if store.get(key).await.ok().flatten().as_deref() == Some(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} never reached node {i}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn all_entries(store: &RaftStore) -> Vec<(String, Bytes, u64)> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list(ListOptions::new().with_after(after).limit(1000))
+            .await
+            .expect("list");
+        out.extend(page.items.into_iter().map(|e| (e.key, e.value, e.version)));
+        if !page.has_more {
+            return out;
+        }
+        after = page.cursor;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_is_replaced_and_catches_up_when_it_returns() {
+    let mut cluster = Cluster::start(3, clock().shared(), fast).await;
+    let old = cluster.leader().await;
+    let f = cluster.follower().await;
+    cluster
+        .store(f, "t")
+        .set("before", "1".into(), None)
+        .await
+        .unwrap();
+
+    cluster.stop(old).await;
+    let survivor = (0..3).find(|&i| i != old).unwrap();
+    let survivor_store = cluster.store(survivor, "t");
+    let written = eventually("write after the leader stopped", || {
+        survivor_store.put("after", "2".into(), PutOptions::new())
+    })
+    .await;
+    let new = cluster.leader().await;
+    assert_ne!(new, old, "a new leader among the survivors");
+    for i in (0..3).filter(|&i| i != old) {
+        let store = cluster.store(i, "t");
+        assert_eq!(
+            store.get("before").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        let entry = store.entry("after").await.unwrap().expect("written");
+        assert_eq!(entry.version, written.version);
+    }
+
+    cluster.restart(old).await;
+    replicated(&cluster, old, "after", b"2").await;
+    let back = cluster.store(old, "t");
+    assert_eq!(
+        back.entry("after").await.unwrap().unwrap().version,
+        written.version
+    );
+    back.set("from the old leader", "3".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cluster
+            .store(new, "t")
+            .get("from the old leader")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"3"[..])
+    );
+}
+
+fn small_snapshots(config: &mut RaftConfig) {
+    fast(config);
+    config.snapshot_threshold = 40;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
+    let mut cluster = Cluster::start(3, clock().shared(), small_snapshots).await;
+    let leader = cluster.leader().await;
+    let f = cluster.follower().await;
+    let store = cluster.store(leader, "t");
+    store
+        .set("early", "e".into(), Some(Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    replicated(&cluster, f, "early", b"e").await;
+    let behind = cluster.engine(f).status().await.unwrap().applied_index;
+    cluster.stop(f).await;
+
+    for i in 0..300 {
+        store
+            .set(&format!("k{i:04}"), format!("v{i}").into(), None)
+            .await
+            .unwrap();
+    }
+    store.delete("k0000").await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = cluster.engine(leader).status().await.unwrap();
+        if status.purged_index > behind {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never purged its log: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    cluster.restart(f).await;
+    replicated(&cluster, f, "k0299", b"v299").await;
+    let status = cluster.engine(f).status().await.unwrap();
+    assert!(
+        status.snapshot_index > behind,
+        "installed a snapshot: {status:?}"
+    );
+    let theirs = all_entries(&cluster.store(leader, "t")).await;
+    let mine = all_entries(&local(&cluster, f, "t")).await;
+    assert_eq!(theirs.len(), 300);
+    assert_eq!(mine, theirs);
+    let early = cluster.store(f, "t").entry("early").await.unwrap().unwrap();
+    assert!(
+        early.expires_at.is_some(),
+        "the deadline travels in the snapshot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_restarted_from_disk_keeps_every_acknowledged_write() {
+    let mut cluster = Cluster::start(3, clock().shared(), small_snapshots).await;
+    cluster.leader().await;
+    let mut acknowledged = BTreeMap::new();
+    for i in 0..120 {
+        let node = i % 3;
+        let e = cluster
+            .store(node, "t")
+            .put(
+                &format!("k{i:03}"),
+                format!("v{i}").into(),
+                PutOptions::new(),
+            )
+            .await
+            .unwrap();
+        acknowledged.insert(e.key, e.version);
+    }
+    for i in 0..3 {
+        cluster.stop(i).await;
+    }
+    for i in 0..3 {
+        cluster.restart(i).await;
+    }
+    cluster.leader().await;
+    for i in 0..3 {
+        let entries = all_entries(&cluster.store(i, "t")).await;
+        let versions: BTreeMap<String, u64> = entries.into_iter().map(|(k, _, v)| (k, v)).collect();
+        assert_eq!(versions, acknowledged, "node {i}");
+    }
+}
+
+fn short_requests(config: &mut RaftConfig) {
+    fast(config);
+    config.request_timeout = Duration::from_secs(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_requests_fail_in_time_and_local_reads_still_answer() {
+    let mut cluster = Cluster::start(3, clock().shared(), short_requests).await;
+    let leader = cluster.leader().await;
+    cluster
+        .store(leader, "t")
+        .set("k", "v".into(), None)
+        .await
+        .unwrap();
+    for f in 0..3 {
+        replicated(&cluster, f, "k", b"v").await;
+    }
+    for i in (0..3).filter(|&i| i != leader) {
+        cluster.stop(i).await;
+    }
+    let store = cluster.store(leader, "t");
+    let slack = Duration::from_secs(3);
+
+    let started = Instant::now();
+    let e = store
+        .set("k", "w".into(), None)
+        .await
+        .expect_err("no quorum");
+    assert!(
+        started.elapsed() < Duration::from_secs(2) + slack,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable),
+        "{e}"
+    );
+    if e.kind() == ErrorKind::Unavailable {
+        assert!(!e.is_indeterminate());
+    }
+
+    let started = Instant::now();
+    let e = store
+        .get("k")
+        .await
+        .expect_err("no quorum for a read index");
+    assert!(
+        started.elapsed() < Duration::from_secs(2) + slack,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable),
+        "{e}"
+    );
+
+    let value = local(&cluster, leader, "t").get("k").await.unwrap();
+    assert!(
+        value.is_some(),
+        "a serializable read answers from the local state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_from_every_node_loses_no_increment() {
+    let cluster = Arc::new(Cluster::start(3, clock().shared(), fast).await);
+    cluster.leader().await;
+    cluster
+        .store(0, "t")
+        .set("counter", "0".into(), None)
+        .await
+        .unwrap();
+    const EACH: u64 = 25;
+    let mut tasks = Vec::new();
+    for node in 0..3 {
+        let cluster = Arc::clone(&cluster);
+        tasks.push(tokio::spawn(async move {
+            let store = cluster.store(node, "t");
+            let mut done = 0;
+            while done < EACH {
+                let current = store.entry("counter").await.unwrap().unwrap();
+                let n: u64 = std::str::from_utf8(&current.value)
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let next = Bytes::from((n + 1).to_string());
+                match store
+                    .put(
+                        "counter",
+                        next,
+                        PutOptions::new().if_version(current.version),
+                    )
+                    .await
+                {
+                    Ok(_) => done += 1,
+                    Err(e) if e.kind() == ErrorKind::Conflict => {}
+                    Err(e) => panic!("node {node}: {e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for node in 0..3 {
+        let value = cluster
+            .store(node, "t")
+            .get("counter")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value, (3 * EACH).to_string().as_bytes(), "node {node}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_promoted_and_removed_while_writes_go_on() {
+    let mut cluster = Cluster::start(3, clock().shared(), fast).await;
+    let leader = cluster.leader().await;
+    // A follower that stays a member (n1 is removed below).
+    let f = (1..3).find(|&i| i != leader).unwrap();
+    let writer_cluster = cluster.engine(1).clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let store = RaftStore::new(
+            &writer_cluster,
+            "test:t",
+            "t",
+            ReadConsistency::Linearizable,
+        )
+        .unwrap();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Acquire) {
+                i += 1;
+                let key = format!("w{i:05}");
+                if store.set(&key, "x".into(), None).await.is_ok() {
+                    acknowledged.push(key);
+                }
+            }
+            acknowledged
+        })
+    };
+
+    let n4 = cluster.add_joining_node().await;
+    let addr = cluster.addrs[n4].to_string();
+    // Asked on a follower: forwarded to the leader.
+    let members = cluster
+        .engine(f)
+        .add_member("n4", &addr, true)
+        .await
+        .unwrap();
+    let roles: BTreeMap<&str, Role> = members.iter().map(|m| (m.name.as_str(), m.role)).collect();
+    assert_eq!(roles.get("n4"), Some(&Role::Voter), "{members:?}");
+    assert_eq!(roles.len(), 4);
+
+    let members = cluster.engine(f).remove_member("n1").await.unwrap();
+    assert!(members.iter().all(|m| m.name != "n1"), "{members:?}");
+    assert_eq!(members.len(), 3);
+    let e = cluster.engine(f).remove_member("nobody").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+
+    stop.store(true, Ordering::Release);
+    let acknowledged = writer.await.unwrap();
+    assert!(!acknowledged.is_empty());
+    cluster.stop(0).await;
+    let store = cluster.store(n4, "t");
+    for key in &acknowledged {
+        assert!(
+            store.has(key).await.unwrap(),
+            "{key} acknowledged, then lost"
+        );
+    }
+    let status = cluster.engine(n4).status().await.unwrap();
+    assert!(status.leader.is_some());
+    assert!(status.members.iter().all(|m| m.reachable), "{status:?}");
+}
