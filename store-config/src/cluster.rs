@@ -80,6 +80,44 @@ pub struct ClusterConfig {
     pub gossip: Option<GossipSettings>,
 }
 
+/// The secret's bytes, read from its source (a trailing newline of a file is not part of it).
+///
+/// # Errors
+/// `Invalid` naming `cluster.secret_env` or `cluster.secret_file` when the variable is unset,
+/// the file unreadable, or the secret empty.
+pub fn read_secret(source: &SecretSource) -> store_core::Result<Vec<u8>> {
+    let (field, secret) = match source {
+        SecretSource::Env(var) => (
+            "cluster.secret_env",
+            std::env::var(var).map(String::into_bytes).map_err(|_| {
+                store_core::Error::invalid(format!(
+                    "cluster.secret_env: environment variable {var} is not set"
+                ))
+            }),
+        ),
+        SecretSource::File(path) => (
+            "cluster.secret_file",
+            std::fs::read(path).map_err(|e| {
+                store_core::Error::invalid(format!(
+                    "cluster.secret_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            }),
+        ),
+    };
+    let mut secret = secret.map_err(|e| e.with_field(field))?;
+    while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        secret.pop();
+    }
+    if secret.is_empty() {
+        return Err(
+            store_core::Error::invalid(format!("{field}: the cluster secret is empty"))
+                .with_field(field),
+        );
+    }
+    Ok(secret)
+}
+
 /// Every key of the section and its subsections, for unknown-field errors.
 pub(crate) const CLUSTER_FIELDS: &[&str] = &["name", "secret_env", "secret_file", "raft", "gossip"];
 pub(crate) const RAFT_FIELDS: &[&str] = &[

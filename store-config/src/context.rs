@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use store_core::{Lifecycle, SharedClock, system_clock};
 
+use crate::cluster::ClusterConfig;
+
 /// The node a registry is built for: its data folder, its name, its clock, and the resources
 /// created once per node and shared by every entry that needs them (a replication engine that
 /// serves many stores).
@@ -24,6 +26,7 @@ pub struct NodeContext {
     name: String,
     data_dir: Option<PathBuf>,
     clock: SharedClock,
+    cluster: Option<ClusterConfig>,
     shared: Mutex<Vec<SharedResource>>,
 }
 
@@ -57,6 +60,7 @@ impl NodeContext {
             name: name.into(),
             data_dir: None,
             clock: system_clock(),
+            cluster: None,
             shared: Mutex::default(),
         }
     }
@@ -73,6 +77,23 @@ impl NodeContext {
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Sets the node's `cluster` section: the engines' settings.
+    #[must_use]
+    pub fn cluster(mut self, cluster: ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The node's `cluster` section, if it has one.
+    pub fn cluster_config(&self) -> Option<&ClusterConfig> {
+        self.cluster.as_ref()
+    }
+
+    /// The node-wide `T` if some builder made it (see [`NodeContext::shared`]).
+    pub fn get<T: Lifecycle + Any>(&self) -> Option<Arc<T>> {
+        self.find::<T>(TypeId::of::<T>())
     }
 
     /// The node's name.

@@ -5,9 +5,19 @@
 use crate::build;
 
 use build::{Build, Kind};
-#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
+#[cfg(any(
+    feature = "memory",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "raft"
+))]
 use build::{Built, Ctx};
-#[cfg(any(feature = "memory", feature = "sqlite", feature = "postgres"))]
+#[cfg(any(
+    feature = "memory",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "raft"
+))]
 type Result<T> = std::result::Result<T, crate::ConfigError>;
 
 /// Every kind, in the order errors list them.
@@ -42,11 +52,19 @@ pub(crate) const KINDS: &[Kind] = &[
             "store-config was built without its `sqlite` and `postgres` features",
         ),
     },
+    #[cfg(feature = "raft")]
     Kind {
         name: "store.kv.raft",
-        fields: &["namespace"],
+        fields: store_raft::RaftStoreConfig::FIELDS,
+        required: &["namespace"],
+        build: Build::Store(raft),
+    },
+    #[cfg(not(feature = "raft"))]
+    Kind {
+        name: "store.kv.raft",
+        fields: &[],
         required: &[],
-        build: Build::Unavailable("the Raft engine is not part of this build yet"),
+        build: Build::Unavailable("store-config was built without its `raft` feature"),
     },
     Kind {
         name: "store.kv.crdt",
@@ -114,6 +132,75 @@ fn sql(ctx: &Ctx<'_>) -> Result<Built> {
         .build()
         .map_err(|e| ctx.backend_error(&e))?;
     Ok(Built::store(store, config))
+}
+
+#[cfg(feature = "raft")]
+fn raft(ctx: &Ctx<'_>) -> Result<Built> {
+    use store_raft::{RaftStore, RaftStoreConfig};
+    let config: RaftStoreConfig = ctx.parse()?;
+    store_raft::check_namespace(&config.namespace).map_err(|e| ctx.backend_error(&e))?;
+    let node =
+        raft_node(ctx.node).map_err(|e| ctx.error_of(e.kind(), None, e.message().to_owned()))?;
+    let store = RaftStore::on_node(&node, ctx.id, &config.namespace, config.consistency)
+        .map_err(|e| ctx.backend_error(&e))?
+        .with_max_value_size(config.max_value_size);
+    Ok(Built::store(store, config))
+}
+
+/// The node's Raft engine, made from its `cluster.raft` section the first time anything asks
+/// (a `store.kv.raft` entry, or the node itself so it joins its cluster with no entry yet). It
+/// starts with the registry.
+///
+/// # Errors
+/// `Invalid` when the node has no `cluster.raft` section or no data folder, or the secret
+/// cannot be read.
+#[cfg(feature = "raft")]
+pub fn raft_node(
+    node: &crate::NodeContext,
+) -> store_core::Result<std::sync::Arc<store_raft::RaftNode>> {
+    use store_raft::{Members, RaftConfig, RaftNode};
+    let Some(cluster) = node.cluster_config() else {
+        return Err(store_core::Error::invalid(
+            "store.kv.raft needs the node's `cluster.raft` section, and this node has no `cluster` section",
+        ));
+    };
+    let Some(raft) = &cluster.raft else {
+        return Err(store_core::Error::invalid(
+            "store.kv.raft needs the node's `cluster.raft` section, and this node's `cluster` has none",
+        ));
+    };
+    let Some(data) = node.data_folder() else {
+        return Err(store_core::Error::invalid(
+            "store.kv.raft needs the node's data folder (`data_dir`)",
+        ));
+    };
+    node.shared(|node| {
+        let members = match &raft.members {
+            crate::RaftMembers::Founding(map) => Members::Founding(
+                map.iter()
+                    .map(|(name, addr)| (name.clone(), addr.to_string()))
+                    .collect(),
+            ),
+            crate::RaftMembers::Join => Members::Join,
+        };
+        let mut config = RaftConfig::new(
+            node.name(),
+            data.join("_sys").join("raft"),
+            raft.bind,
+            members,
+        );
+        config.advertise = Some(raft.advertise.to_string());
+        config.heartbeat_interval = raft.heartbeat_interval;
+        config.election_timeout = raft.election_timeout;
+        config.snapshot_threshold = raft.snapshot_threshold;
+        config.request_timeout = raft.request_timeout;
+        config.clock = std::sync::Arc::clone(node.shared_clock());
+        config.secret = match &cluster.secret {
+            Some(source) => crate::cluster::read_secret(source)?,
+            None => Vec::new(),
+        };
+        Ok(RaftNode::new(config))
+    })
 }
 
 #[cfg(feature = "sqlite")]

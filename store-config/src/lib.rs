@@ -1,5 +1,7 @@
 //! Registry files (YAML) to stores: `store.memory`, `store.sql` and its `db.sql.sqlite` /
-//! `db.sql.postgres` databases, each behind a cargo feature (`memory`, `sqlite`, `postgres`).
+//! `db.sql.postgres` databases, and `store.kv.raft`, each behind a cargo feature (`memory`,
+//! `sqlite`, `postgres`, `raft`). A `store.kv.raft` entry is a namespace of the node's Raft
+//! engine ([`raft_node`]), which the node's `cluster.raft` section configures.
 //!
 //! ```
 //! use store_config::Registry;
@@ -44,8 +46,12 @@ mod node;
 mod registry;
 mod source;
 
-pub use cluster::{ClusterConfig, GossipSettings, RaftMembers, RaftSettings, SecretSource};
+pub use cluster::{
+    ClusterConfig, GossipSettings, RaftMembers, RaftSettings, SecretSource, read_secret,
+};
 pub use context::NodeContext;
 pub use error::{ConfigError, ConfigErrors};
+#[cfg(feature = "raft")]
+pub use kinds::raft_node;
 pub use node::{HttpConfig, NodeConfig};
 pub use registry::{Entry, Registry, RegistryBuilder};

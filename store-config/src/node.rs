@@ -260,9 +260,13 @@ impl NodeConfig {
             .unwrap_or_else(|| "local".to_owned())
     }
 
-    /// The context this node's stores are built in: its name and data folder.
+    /// The context this node's stores are built in: its name, data folder and cluster section.
     pub fn context(&self) -> NodeContext {
-        NodeContext::new(self.node_name()).data_dir(&self.data_dir)
+        let context = NodeContext::new(self.node_name()).data_dir(&self.data_dir);
+        match &self.cluster {
+            Some(cluster) => context.cluster(cluster.clone()),
+            None => context,
+        }
     }
 
     /// Loads the registry files this node names.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
@@ -209,6 +209,67 @@ pub struct ClusterStatus {
     pub purged_index: u64,
     /// Every member, voters first.
     pub members: Vec<MemberStatus>,
+}
+
+/// A node's engine before and after it starts: what a registry shares between the
+/// `store.kv.raft` entries it builds (which must not bind sockets while loading) and starts with
+/// the node.
+#[derive(Debug)]
+pub struct RaftNode {
+    config: RaftConfig,
+    engine: Arc<OnceLock<RaftEngine>>,
+    starting: tokio::sync::Mutex<()>,
+}
+
+impl RaftNode {
+    /// An engine to start later with `config`.
+    pub fn new(config: RaftConfig) -> Self {
+        Self {
+            config,
+            engine: Arc::new(OnceLock::new()),
+            starting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration it starts with.
+    pub fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+
+    /// The running engine, once started.
+    pub fn engine(&self) -> Option<&RaftEngine> {
+        self.engine.get()
+    }
+
+    pub(crate) fn slot(&self) -> Arc<OnceLock<RaftEngine>> {
+        Arc::clone(&self.engine)
+    }
+
+    /// Starts the engine (once; later calls do nothing).
+    ///
+    /// # Errors
+    /// As [`RaftEngine::start`].
+    pub async fn start(&self) -> Result<&RaftEngine> {
+        let _one = self.starting.lock().await;
+        if let Some(engine) = self.engine.get() {
+            return Ok(engine);
+        }
+        let engine = RaftEngine::start(self.config.clone()).await?;
+        Ok(self.engine.get_or_init(|| engine))
+    }
+}
+
+#[async_trait::async_trait]
+impl store_core::Lifecycle for RaftNode {
+    async fn start(&self) -> Result<()> {
+        RaftNode::start(self).await.map(|_| ())
+    }
+
+    async fn stop(&self) {
+        if let Some(engine) = self.engine.get() {
+            engine.shutdown().await;
+        }
+    }
 }
 
 /// The node-wide Raft engine: one group, durable in sled, reachable on its internode address.

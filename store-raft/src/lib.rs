@@ -50,5 +50,6 @@ mod sm;
 mod store;
 mod types;
 
-pub use engine::{ClusterStatus, MemberStatus, Members, RaftConfig, RaftEngine, Role};
+pub use engine::{ClusterStatus, MemberStatus, Members, RaftConfig, RaftEngine, RaftNode, Role};
+pub use store::RaftStoreConfig;
 pub use store::{RaftStore, ReadConsistency, check_namespace};

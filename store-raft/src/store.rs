@@ -1,6 +1,6 @@
 //! [`RaftStore`]: one `store.kv.raft` entry, a namespace view into the node's [`RaftEngine`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +12,7 @@ use store_core::{
     Result, Store, StoreInfo, from_millis,
 };
 
-use crate::engine::{Inner, RaftEngine};
+use crate::engine::{Inner, RaftEngine, RaftNode};
 use crate::sm::Record;
 use crate::types::{Command, Cond, Response};
 
@@ -37,7 +37,7 @@ pub struct RaftStore {
     prefix: String,
     consistency: ReadConsistency,
     max_value_size: usize,
-    engine: Arc<Inner>,
+    engine: Arc<OnceLock<RaftEngine>>,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -90,8 +90,37 @@ impl RaftStore {
             prefix: format!("{namespace}:"),
             consistency,
             max_value_size: validate::DEFAULT_MAX_VALUE_SIZE,
-            engine: Arc::clone(engine.inner()),
+            engine: Arc::new(OnceLock::from(engine.clone())),
         })
+    }
+
+    /// A view of the engine `node` runs once it is started; until then every call fails
+    /// `Unavailable`. This is how a registry builds its stores before the node starts.
+    ///
+    /// # Errors
+    /// `Invalid` for a bad namespace.
+    pub fn on_node(
+        node: &RaftNode,
+        id: impl Into<String>,
+        namespace: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Self> {
+        check_namespace(namespace)?;
+        Ok(Self {
+            id: id.into(),
+            namespace: namespace.to_owned(),
+            prefix: format!("{namespace}:"),
+            consistency,
+            max_value_size: validate::DEFAULT_MAX_VALUE_SIZE,
+            engine: node.slot(),
+        })
+    }
+
+    fn engine(&self) -> Result<&Arc<Inner>> {
+        self.engine
+            .get()
+            .map(RaftEngine::inner)
+            .ok_or_else(|| Error::unavailable("the raft engine of this node has not started"))
     }
 
     /// Sets the largest value accepted (default 1 MiB).
@@ -120,13 +149,13 @@ impl RaftStore {
     /// The clock reading to judge expiry by, after whatever wait the consistency needs.
     async fn now(&self) -> Result<u64> {
         match self.consistency {
-            ReadConsistency::Linearizable => self.engine.read_barrier().await,
-            ReadConsistency::Serializable => Ok(self.engine.local_now()),
+            ReadConsistency::Linearizable => self.engine()?.read_barrier().await,
+            ReadConsistency::Serializable => Ok(self.engine()?.local_now()),
         }
     }
 
     fn record(&self, key: &str) -> Result<Option<Record>> {
-        self.engine
+        self.engine()?
             .sm
             .get(&self.physical(key))
             .map_err(|e| Error::internal(format!("raft state machine: {e}")))
@@ -166,7 +195,7 @@ impl RaftStore {
             }
         };
         let response = self
-            .engine
+            .engine()?
             .write(Command::Write {
                 key: self.physical(key),
                 value: value.clone(),
@@ -232,7 +261,7 @@ impl Store for RaftStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         validate::key_for(&self.capabilities(), key)?;
         match self
-            .engine
+            .engine()?
             .write(Command::Delete {
                 key: self.physical(key),
             })
@@ -248,7 +277,7 @@ impl Store for RaftStore {
         let now = self.now().await?;
         let (start, exclusive) = validate::list_start(&options.prefix, options.after.as_deref());
         let found = self
-            .engine
+            .engine()?
             .sm
             .scan(
                 &self.physical(&options.prefix),
@@ -284,3 +313,28 @@ impl Store for RaftStore {
         )
     }
 }
+
+/// The fields of a `store.kv.raft` registry entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftStoreConfig {
+    /// The namespace: keys are stored as `<namespace>:<key>` in the node's group.
+    pub namespace: String,
+    /// `linearizable` (default) or `serializable`.
+    #[serde(default)]
+    pub consistency: ReadConsistency,
+    /// Largest value accepted, in bytes (default 1 MiB).
+    #[serde(default = "default_max_value_size")]
+    pub max_value_size: usize,
+}
+
+fn default_max_value_size() -> usize {
+    validate::DEFAULT_MAX_VALUE_SIZE
+}
+
+impl RaftStoreConfig {
+    /// Every field an entry may have.
+    pub const FIELDS: &'static [&'static str] = &["namespace", "consistency", "max_value_size"];
+}
+
+impl store_core::Lifecycle for RaftStore {}

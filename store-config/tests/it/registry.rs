@@ -287,3 +287,104 @@ entries:
     r.shutdown().await;
     assert_eq!(b.get("k").await.unwrap_err().kind(), ErrorKind::Closed);
 }
+
+const RAFT_ENTRY: &str =
+    "namespace: app\nentries:\n  - name: locks\n    kind: store.kv.raft\n    namespace: locks\n";
+
+#[test]
+fn a_raft_entry_on_a_node_without_cluster_raft_names_the_entry_and_the_section() {
+    let errors = Registry::builder()
+        .load_str("app.yaml", RAFT_ENTRY)
+        .unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("entry `app:locks`"), "{text}");
+    assert!(text.contains("`cluster.raft` section"), "{text}");
+
+    let dir = TempDir::new("config-raft");
+    let node = dir.path().join("node.yaml");
+    std::fs::write(&node, "cluster:\n  name: n1\nregistry: [./app.yaml]\n").unwrap();
+    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).unwrap();
+    let config = NodeConfig::load(&node).unwrap();
+    let errors = config
+        .load_registry(Registry::builder().node(config.context()))
+        .unwrap_err()
+        .to_string();
+    assert!(errors.contains("app.yaml"), "{errors}");
+    assert!(errors.contains("entry `app:locks`"), "{errors}");
+    assert!(
+        errors.contains("this node's `cluster` has none"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn an_unset_secret_variable_is_named() {
+    let dir = TempDir::new("config-raft");
+    let node = dir.path().join("node.yaml");
+    std::fs::write(
+        &node,
+        "cluster:\n  name: n1\n  secret_env: STORE_TEST_SECRET_THAT_IS_NOT_SET\n  raft:\n    bind: 127.0.0.1:7800\n    initial_members: {n1: 127.0.0.1:7800}\nregistry: [./app.yaml]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).unwrap();
+    let config = NodeConfig::load(&node).unwrap();
+    let errors = config
+        .load_registry(Registry::builder().node(config.context()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("STORE_TEST_SECRET_THAT_IS_NOT_SET is not set"),
+        "{errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raft_entry_serves_once_the_registry_starts() {
+    let dir = TempDir::new("config-raft");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = dir.path().join("node.yaml");
+    std::fs::write(
+        &node,
+        format!(
+            "data_dir: ./data\ncluster:\n  name: n1\n  raft:\n    bind: 127.0.0.1:{port}\n    initial_members: {{n1: 127.0.0.1:{port}}}\n    election_timeout: 300ms\n    heartbeat_interval: 50ms\nregistry: [./app.yaml]\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).unwrap();
+    let config = NodeConfig::load(&node).unwrap();
+    let registry = config
+        .load_registry(Registry::builder().node(config.context()))
+        .unwrap();
+    let store = registry.store("app:locks").unwrap();
+    let info = store.info();
+    assert_eq!(info.backend.as_str(), "kv.raft");
+    assert_eq!(info.consistency.as_str(), "linearizable");
+    assert!(info.durable);
+    let before = store.get("k").await.unwrap_err();
+    assert_eq!(
+        before.kind(),
+        ErrorKind::Unavailable,
+        "not started yet: {before}"
+    );
+
+    registry.start().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match store.set("k", Bytes::from_static(b"v"), None).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "no leader: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert!(dir.path().join("data/_sys/raft").is_dir());
+    registry.shutdown().await;
+    let after = store.get("k").await.unwrap_err();
+    assert_eq!(after.kind(), ErrorKind::Closed, "{after}");
+}
