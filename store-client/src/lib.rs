@@ -366,6 +366,41 @@ impl Client {
             .json()
     }
 
+    /// `GET /v1/cluster`: the node's view of its cluster (`raft` and `gossip` sections, each
+    /// `null` when the node runs no such engine).
+    pub async fn cluster(&self) -> Result<serde_json::Value> {
+        self.ok(Method::GET, "/v1/cluster", None, Effect::Read)
+            .await?
+            .json()
+    }
+
+    /// `POST /v1/cluster/raft/members`: adds `name` at `addr` (its internode address) as a
+    /// learner, and promotes it to voter once caught up unless `learner`. Answers the new
+    /// membership.
+    pub async fn add_member(&self, name: &str, addr: &str, learner: bool) -> Result<serde_json::Value> {
+        let body = serde_json::json!({
+            "name": name,
+            "addr": addr,
+            "role": if learner { "learner" } else { "voter" },
+        });
+        self.ok(
+            Method::POST,
+            "/v1/cluster/raft/members",
+            Some(Bytes::from(body.to_string())),
+            Effect::Write,
+        )
+        .await?
+        .json()
+    }
+
+    /// `DELETE /v1/cluster/raft/members/{name}`: removes a member. Answers the new membership.
+    pub async fn remove_member(&self, name: &str) -> Result<serde_json::Value> {
+        let path = format!("/v1/cluster/raft/members/{}", segment(name));
+        self.ok(Method::DELETE, &path, None, Effect::Write)
+            .await?
+            .json()
+    }
+
     /// Every store of the node.
     pub async fn stores(&self) -> Result<Vec<StoreDescription>> {
         let answer = self

@@ -41,6 +41,28 @@ fn print_json(v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// One line per member: name, address, role, and reachability or leadership when known.
+fn print_members(members: &Value, leader: Option<&str>) {
+    for m in members.as_array().into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or("?");
+        let mut notes = Vec::new();
+        if leader == Some(name) {
+            notes.push("leader");
+        }
+        match m["reachable"].as_bool() {
+            Some(true) => notes.push("reachable"),
+            Some(false) => notes.push("UNREACHABLE"),
+            None => {}
+        }
+        println!(
+            "  {name:<12} {:<22} {:<8} {}",
+            m["addr"].as_str().unwrap_or("?"),
+            m["role"].as_str().unwrap_or("?"),
+            notes.join(", ")
+        );
+    }
+}
+
 impl Cli {
     pub(crate) fn new(addr: &str, token: Option<String>, json: bool) -> Result<Self> {
         let client = Client::new(addr).map_err(failed)?.token(token);
@@ -81,6 +103,44 @@ impl Cli {
                 i.id, i.backend, i.consistency, i.durable, i.capabilities.versioned
             );
         }
+        Ok(())
+    }
+
+    pub(crate) fn cluster_status(&self) -> Result<()> {
+        let v = self.run(self.client.cluster())?;
+        if self.json {
+            return print_json(&v);
+        }
+        let name = v["name"].as_str().unwrap_or("?");
+        match v.get("raft").filter(|r| !r.is_null()) {
+            None => println!("node {name}: no raft engine"),
+            Some(raft) => {
+                let leader = raft["leader"].as_str().unwrap_or("(none)");
+                println!(
+                    "node {name}: raft leader {leader}, term {}, commit {}, applied {}",
+                    raft["term"], raft["commit_index"], raft["applied_index"]
+                );
+                print_members(&raft["members"], Some(leader));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add_member(&self, name: &str, addr: &str, learner: bool) -> Result<()> {
+        let v = self.run(self.client.add_member(name, addr, learner))?;
+        if self.json {
+            return print_json(&v);
+        }
+        print_members(&v["members"], None);
+        Ok(())
+    }
+
+    pub(crate) fn remove_member(&self, name: &str) -> Result<()> {
+        let v = self.run(self.client.remove_member(name))?;
+        if self.json {
+            return print_json(&v);
+        }
+        print_members(&v["members"], None);
         Ok(())
     }
 

@@ -131,6 +131,13 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The cluster: status, or add and remove Raft members.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// List keys.
     List {
         /// Store id.
@@ -152,6 +159,28 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// The node's view of its cluster: leader, term, indexes, members.
+    Status,
+    /// Add a node (by its name and internode address) as a learner, then promote it to voter
+    /// once it has caught up.
+    Add {
+        /// The new node's `cluster.name`.
+        name: String,
+        /// Its internode address (`cluster.raft.advertise`).
+        addr: String,
+        /// Keep it a learner (it receives the log but does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a member.
+    Remove {
+        /// The member's name.
+        name: String,
+    },
+}
+
 fn client(r: &Remote) -> anyhow::Result<client::Cli> {
     client::Cli::new(&r.addr, r.token.clone(), r.json)
 }
@@ -164,7 +193,14 @@ fn validate(config: &PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match node.load_registry(Registry::builder()) {
+    let context = node.context();
+    if node.cluster.as_ref().is_some_and(|c| c.raft.is_some())
+        && let Err(e) = store_config::raft_node(&context)
+    {
+        eprintln!("{}: {e}", config.display());
+        return ExitCode::FAILURE;
+    }
+    match node.load_registry(Registry::builder().node(context)) {
         Ok(registry) => {
             println!("ok: {} (listen on {})", config.display(), node.bind);
             for entry in registry.entries() {
@@ -195,6 +231,10 @@ fn validate(config: &PathBuf) -> ExitCode {
     }
 }
 
+/// The log filter when `RUST_LOG` is not set.
+const QUIET_BY_DEFAULT: &str =
+    "info,openraft::replication=error,openraft::engine::handler::replication_handler=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -203,7 +243,9 @@ fn main() -> ExitCode {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                        // openraft retries an unreachable peer every half second with three
+                        // warnings each time; `cluster status` shows who is unreachable.
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(QUIET_BY_DEFAULT)),
                 )
                 .with_writer(std::io::stderr)
                 // Colour codes only on a terminal, never in a log file.
@@ -249,6 +291,15 @@ fn main() -> ExitCode {
             };
             client(&remote).and_then(|c| c.put(&store, &key, value, ttl.as_deref(), condition))
         }
+        Command::Cluster { action, remote } => client(&remote).and_then(|c| match action {
+            ClusterAction::Status => c.cluster_status(),
+            ClusterAction::Add {
+                name,
+                addr,
+                learner,
+            } => c.add_member(&name, &addr, learner),
+            ClusterAction::Remove { name } => c.remove_member(&name),
+        }),
         Command::Delete { store, key, remote } => {
             client(&remote).and_then(|c| c.delete(&store, &key))
         }

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use store_config::{NodeConfig, Registry};
+use store_raft::RaftNode;
 use store_core::{
     Condition, Error, ErrorKind, ListOptions, PutOptions, SharedStore, Store, to_millis,
 };
@@ -32,6 +33,8 @@ pub(crate) struct App {
     failures: FailureLog,
     /// What `GET /metrics` reports; `None` when `http.metrics` is off.
     metrics: Option<Metrics>,
+    /// The node's Raft engine, when its config has a `cluster.raft` section.
+    raft: Option<Arc<RaftNode>>,
     /// The manual clock tests move, in a `test-clock` build started with one.
     #[cfg(feature = "test-clock")]
     pub(crate) test_clock: Option<store_core::ManualClock>,
@@ -146,9 +149,93 @@ fn described(store: &SharedStore) -> serde_json::Value {
     v
 }
 
+/// 200 only when every engine the node runs can serve (the Raft engine knows a leader);
+/// otherwise 503 with what is missing.
 async fn health(State(app): State<Arc<App>>) -> Response {
-    axum::Json(json!({ "status": "ok", "stores": app.registry.store_ids().count() }))
-        .into_response()
+    let mut missing = Vec::new();
+    let mut raft = serde_json::Value::Null;
+    if let Some(node) = &app.raft {
+        match node.engine().map(|e| e.leader()) {
+            None => missing.push("raft: the engine has not started"),
+            Some(None) => missing.push("raft: no leader is known"),
+            Some(Some(leader)) => raft = json!({ "leader": leader }),
+        }
+    }
+    let stores = app.registry.store_ids().count();
+    if missing.is_empty() {
+        axum::Json(json!({ "status": "ok", "stores": stores, "raft": raft })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "unavailable", "missing": missing, "stores": stores })),
+        )
+            .into_response()
+    }
+}
+
+fn raft_engine(app: &App) -> Result<store_raft::RaftEngine, Error> {
+    let node = app.raft.as_ref().ok_or_else(|| {
+        Error::unsupported("this node runs no Raft engine (its config has no cluster.raft section)")
+    })?;
+    node.engine()
+        .cloned()
+        .ok_or_else(|| Error::unavailable("the Raft engine has not started"))
+}
+
+/// `GET /v1/cluster`.
+async fn cluster(State(app): State<Arc<App>>) -> ApiResult {
+    let raft = match &app.raft {
+        Some(_) => json!(raft_engine(&app)?.status().await?),
+        None => serde_json::Value::Null,
+    };
+    Ok(axum::Json(json!({
+        "name": app.registry.node().name(),
+        "raft": raft,
+        "gossip": null,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    name: String,
+    addr: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+/// `POST /v1/cluster/raft/members` with `{name, addr, role}`.
+async fn add_member(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
+    let member: NewMember = serde_json::from_slice(&body).map_err(|e| {
+        Error::invalid(format!(
+            "the body must be {{\"name\", \"addr\", \"role\"}}: {e}"
+        ))
+    })?;
+    let voter = match member.role.as_deref() {
+        None | Some("voter") => true,
+        Some("learner") => false,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "role {other:?}: must be \"voter\" or \"learner\""
+            ))
+            .with_field("role")
+            .into());
+        }
+    };
+    let engine = raft_engine(&app)?;
+    let members = engine.add_member(&member.name, &member.addr, voter).await?;
+    Ok(axum::Json(json!({ "members": members })).into_response())
+}
+
+/// `DELETE /v1/cluster/raft/members/{name}`.
+async fn remove_member(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> ApiResult {
+    let engine = raft_engine(&app)?;
+    let members = engine.remove_member(&name).await?;
+    Ok(axum::Json(json!({ "members": members })).into_response())
 }
 
 async fn stores(State(app): State<Arc<App>>) -> ApiResult {
@@ -437,6 +524,12 @@ fn router(app: Arc<App>) -> Router {
     let router = Router::new()
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/raft/members", axum::routing::post(add_member))
+        .route(
+            "/v1/cluster/raft/members/{name}",
+            axum::routing::delete(remove_member),
+        )
         .route("/v1/stores", get(stores))
         .route("/v1/stores/{id}", get(store_info))
         .route("/v1/stores/{id}/keys", get(list_keys))
@@ -490,6 +583,11 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         Some(clock) => context.clock(clock.shared()),
         None => context,
     };
+    // A node with cluster.raft is a member even before any store.kv.raft entry uses it.
+    let raft = match config.cluster.as_ref().and_then(|c| c.raft.as_ref()) {
+        Some(_) => Some(store_config::raft_node(&context).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
     let registry = config
         .load_registry(Registry::builder().node(context))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -526,6 +624,7 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         limits,
         token,
         failures: FailureLog::default(),
+        raft,
         metrics: config
             .http
             .metrics
