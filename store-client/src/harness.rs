@@ -37,21 +37,28 @@ impl NodeProcess {
     /// Starts `bin serve --config dir/node.yaml --bind 127.0.0.1:0` with `env` added to its
     /// environment, and waits (up to [`START_TIMEOUT`]) until it is healthy.
     pub fn start(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<Self> {
+        let node = Self::launch(bin, dir, env)?;
+        node.wait_healthy()?;
+        Ok(node)
+    }
+
+    /// Like [`NodeProcess::start`], but returns as soon as the node listens, without waiting
+    /// for it to be healthy: a cluster member is healthy only once a quorum of its peers runs,
+    /// so the members of a cluster are launched first and waited for afterwards.
+    pub fn launch(bin: &Path, dir: &Path, env: &[(&str, &str)]) -> std::io::Result<Self> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let (child, addr) = spawn(bin, dir, &env)?;
-        let node = Self {
+        Ok(Self {
             child,
             addr,
             bin: bin.to_path_buf(),
             dir: dir.to_path_buf(),
             env,
             token: None,
-        };
-        node.wait_healthy()?;
-        Ok(node)
+        })
     }
 
     /// Sends `token` from the clients this node hands out ([`NodeProcess::client`]).
@@ -119,17 +126,23 @@ impl NodeProcess {
     /// Starts the node again in the same folder with the same environment, once the old
     /// process is gone (killing it if it still runs). Its address may change.
     pub fn restart(&mut self) -> std::io::Result<()> {
+        self.relaunch()?;
+        self.wait_healthy()
+    }
+
+    /// [`NodeProcess::restart`] without waiting for health (see [`NodeProcess::launch`]).
+    pub fn relaunch(&mut self) -> std::io::Result<()> {
         if self.child.try_wait()?.is_none() {
             self.kill()?;
         }
         let (child, addr) = spawn(&self.bin, &self.dir, &self.env)?;
         self.child = child;
         self.addr = addr;
-        self.wait_healthy()
+        Ok(())
     }
 
-    /// Polls `GET /v1/health` until it answers 200.
-    fn wait_healthy(&self) -> std::io::Result<()> {
+    /// Polls `GET /v1/health` until it answers 200, up to [`START_TIMEOUT`].
+    pub fn wait_healthy(&self) -> std::io::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if health(&self.addr).is_ok_and(|status| status == 200) {

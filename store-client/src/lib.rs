@@ -377,7 +377,12 @@ impl Client {
     /// `POST /v1/cluster/raft/members`: adds `name` at `addr` (its internode address) as a
     /// learner, and promotes it to voter once caught up unless `learner`. Answers the new
     /// membership.
-    pub async fn add_member(&self, name: &str, addr: &str, learner: bool) -> Result<serde_json::Value> {
+    pub async fn add_member(
+        &self,
+        name: &str,
+        addr: &str,
+        learner: bool,
+    ) -> Result<serde_json::Value> {
         let body = serde_json::json!({
             "name": name,
             "addr": addr,

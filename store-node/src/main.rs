@@ -169,7 +169,8 @@ enum ClusterAction {
         /// The new node's `cluster.name`.
         name: String,
         /// Its internode address (`cluster.raft.advertise`).
-        addr: String,
+        #[arg(value_name = "ADDR")]
+        address: String,
         /// Keep it a learner (it receives the log but does not vote).
         #[arg(long)]
         learner: bool,
@@ -295,9 +296,9 @@ fn main() -> ExitCode {
             ClusterAction::Status => c.cluster_status(),
             ClusterAction::Add {
                 name,
-                addr,
+                address,
                 learner,
-            } => c.add_member(&name, &addr, learner),
+            } => c.add_member(&name, &address, learner),
             ClusterAction::Remove { name } => c.remove_member(&name),
         }),
         Command::Delete { store, key, remote } => {

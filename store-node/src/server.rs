@@ -17,10 +17,10 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use store_config::{NodeConfig, Registry};
-use store_raft::RaftNode;
 use store_core::{
     Condition, Error, ErrorKind, ListOptions, PutOptions, SharedStore, Store, to_millis,
 };
+use store_raft::RaftNode;
 
 /// What every handler shares.
 pub(crate) struct App {

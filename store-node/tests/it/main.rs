@@ -1,9 +1,11 @@
-//! `store-node`'s integration tests, in one binary: the real binary end to end (`e2e`), and the
-//! conformance suite through `RemoteStore` against a live node (`remote`).
+//! `store-node`'s integration tests, in one binary: the real binary end to end (`e2e`), clusters
+//! of real node processes (`cluster`), and the conformance suite through `RemoteStore` against a
+//! live node (`remote`).
 
 // Setup helpers of a test: a failed step is a failed test, with the panic saying where.
 #![allow(clippy::unwrap_used)]
 
+mod cluster;
 mod e2e;
 mod remote;
 
