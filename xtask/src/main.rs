@@ -24,8 +24,9 @@ commands:
   ci             fmt check, clippy -D warnings, feature builds, tests, docs (-D warnings),
                  cargo deny, tidy
   tidy           repository rules: layering, crate docs, workspace lints, suite coverage
-  bench [--quick]
-                 run every backend's benchmark (--quick: STORE_BENCH_QUICK=1)
+  bench [--quick] [raft]
+                 run every backend's benchmark (--quick: STORE_BENCH_QUICK=1); `raft` runs
+                 only store.kv.raft against etcd (three node processes, three etcd processes)
   help           this text
 ";
 
@@ -37,7 +38,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("tidy") => tidy::check(&root()).map(|report| println!("{report}")),
-        Some("bench") => bench(args.iter().any(|a| a == "--quick")),
+        Some("bench") => bench(
+            args.iter().any(|a| a == "--quick"),
+            args.iter().any(|a| a == "raft"),
+        ),
         None | Some("help" | "--help" | "-h") => {
             print!("{HELP}");
             Ok(())
@@ -138,6 +142,23 @@ fn ci() -> Result<()> {
             TEST_FEATURES,
         ]);
         run(c).map(|()| String::new())
+    });
+    // The Raft benchmark in quick mode, built like the tests (its numbers are not the point: it
+    // proves the cluster and etcd start and the load generator runs against both).
+    phase("bench", &|| {
+        let mut c = cargo();
+        c.args([
+            "bench",
+            "-p",
+            "store-node",
+            "--bench",
+            "raft",
+            "--profile",
+            "dev",
+            "--locked",
+        ])
+        .env("STORE_BENCH_QUICK", "1");
+        run(c).map(|()| "store.kv.raft vs etcd, quick mode, dev profile".to_owned())
     });
     phase("doc", &|| {
         let mut c = cargo();
@@ -276,7 +297,16 @@ fn deny() -> Result<String> {
     }
 }
 
-fn bench(quick: bool) -> Result<()> {
+fn bench(quick: bool, raft_only: bool) -> Result<()> {
+    if raft_only {
+        println!("\n==> cargo bench -p store-node --bench raft");
+        let mut c = cargo();
+        c.args(["bench", "-p", "store-node", "--bench", "raft"]);
+        if quick {
+            c.env("STORE_BENCH_QUICK", "1");
+        }
+        return run(c);
+    }
     for krate in BENCH_CRATES {
         println!("\n==> cargo bench -p {krate}");
         let mut c = cargo();

@@ -1,5 +1,5 @@
-//! The conformance suite through `RemoteStore` against a live node: every case gets a node of its
-//! own, whose manual clock (a `test-clock` build) the case's harness moves over HTTP, so expiry
+//! The conformance suite through `RemoteStore` against a live node (memory, SQLite, and a
+//! single-node Raft cluster): every case gets a node of its own, whose manual clock (a `test-clock` build) the case's harness moves over HTTP, so expiry
 //! cases run exactly as they do in process. `usage_counts_keys_and_values` prints a skip: a
 //! remote store's data is not in the test's process (`usage` is `None`).
 
@@ -16,9 +16,23 @@ mod live {
     /// A node whose registry is `registry`, started at the harness clock's time, and the store
     /// `id` on it; the node lives as long as the case.
     pub(super) async fn remote(h: Harness, registry: &str, id: &str) -> RemoteStore {
+        remote_with(h, "", registry, id).await
+    }
+
+    /// A node whose config also has `node_yaml` (a `cluster:` section).
+    pub(super) async fn remote_with(
+        h: Harness,
+        node_yaml: &str,
+        registry: &str,
+        id: &str,
+    ) -> RemoteStore {
         let dir = TempDir::new("remote");
         std::fs::create_dir_all(dir.join("registry")).expect("registry folder");
-        std::fs::write(dir.join("node.yaml"), "registry:\n  - ./registry\n").expect("node.yaml");
+        std::fs::write(
+            dir.join("node.yaml"),
+            format!("data_dir: ./data\n{node_yaml}registry:\n  - ./registry\n"),
+        )
+        .expect("node.yaml");
         std::fs::write(dir.join("registry/r.yaml"), registry).expect("registry");
         let start = START_MS.to_string();
         let node = NodeProcess::start(
@@ -85,6 +99,37 @@ mod sqlite {
         super::live::SQLITE,
         "t:s"
     ));
+}
+
+/// A single-node Raft cluster: every write through the log, every read through the read index.
+#[cfg(feature = "test-clock")]
+mod raft {
+    use store_testkit::{Harness, Options};
+
+    const OPTIONS: Options = Options {
+        skip: None,
+        // Each sequence starts a node and waits for its election.
+        model_cases: Some(24),
+    };
+
+    async fn raft(h: Harness) -> store_client::RemoteStore {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let cluster = format!(
+            "cluster:\n  name: solo\n  raft:\n    bind: 127.0.0.1:{port}\n    initial_members: {{solo: 127.0.0.1:{port}}}\n    heartbeat_interval: 50ms\n    election_timeout: 300ms\n"
+        );
+        super::live::remote_with(
+            h,
+            &cluster,
+            "namespace: t\nentries:\n  - name: s\n    kind: store.kv.raft\n    namespace: suite\n",
+            "t:s",
+        )
+        .await
+    }
+
+    store_testkit::conformance_suite!(options = OPTIONS; raft);
 }
 
 #[cfg(not(feature = "test-clock"))]
