@@ -3,6 +3,12 @@
 //! An append is acknowledged to Raft only once sled has flushed it to disk. Appends do not flush
 //! one by one: they hand their callbacks to one flusher task, which takes every callback waiting,
 //! flushes once and answers them all, so a burst of appends costs one `fsync`.
+//!
+//! Nothing in this crate uses sled's batches or transactions: the first one switches sled (for
+//! the whole process) to a global reader-writer lock that a flush holds as a reader for its whole
+//! `fsync`, so every later batch would wait for the flush in progress and appends could never
+//! overlap a flush. Single-key writes stay lock-free; sled applies them in order and recovers a
+//! prefix of them after a crash, which is all the log and the state machine rely on.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -172,15 +178,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
         for entry in entries {
             let bytes = postcard::to_allocvec(&entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
+            self.log
+                .insert(entry.log_id.index.to_be_bytes(), bytes)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         if let Err(mpsc::error::SendError(callback)) = self.flusher.send(callback) {
             // The flusher is gone only when the runtime is shutting down: flush here instead.
             let result = self.db.flush_async().await.map(|_| ()).map_err(io_error);
@@ -190,14 +194,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
+        // From the end backwards: whatever prefix of the removals a crash keeps, the log stays
+        // contiguous.
+        let mut keys = Vec::new();
         for item in self.log.range(log_id.index.to_be_bytes()..) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
-            batch.remove(key);
+            keys.push(key);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        for key in keys.into_iter().rev() {
+            self.log
+                .remove(key)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        }
         self.flush(ErrorSubject::Logs).await
     }
 
@@ -205,14 +213,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge mark goes first: sled recovers writes in order, so a crash can never leave
         // the log shorter than the mark says.
         self.write_meta(PURGED, &log_id, ErrorSubject::Logs)?;
-        let mut batch = sled::Batch::default();
+        let mut keys = Vec::new();
         for item in self.log.range(..=log_id.index.to_be_bytes()) {
             let (key, _) = item.map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
-            batch.remove(key);
+            keys.push(key);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        for key in keys {
+            self.log
+                .remove(key)
+                .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
+        }
         Ok(())
     }
 }

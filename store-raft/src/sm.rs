@@ -7,17 +7,18 @@
 //! - `m…`: the last applied log id and the membership;
 //! - `u<generation><key>`: copy-on-write saves for the snapshot being built.
 //!
-//! Every applied entry is one sled batch (its records, index entries, clock and applied log id
-//! together), so after a crash the tree is exactly the state after some applied entry, and Raft
-//! replays the log from there.
+//! An applied entry's writes go in key by key, its applied log id last (no sled batches: see
+//! `log.rs`); after a crash Raft replays the log from the recovered applied id, and re-applying
+//! an entry whose writes were partly recovered gives the same state (see
+//! `Shared::write_in_order`).
 //!
 //! **Point-in-time snapshots without MVCC.** sled has no snapshot reads, so a snapshot freezes a
 //! generation instead: from the moment the builder is taken (which Raft does between two
 //! applies) until it finishes, the first write of each key also saves the key's previous value (or
-//! its absence) under `u<generation><key>`, in the same atomic batch. The builder walks the live
-//! tree and, for each key, prefers the saved value; then it adds the saved values of keys deleted
-//! since. A sled batch is atomic to single-key reads, so whichever side of a write the walk sees,
-//! it ends with the value the key had at the freeze. Writes keep flowing during the build and cost
+//! its absence) under `u<generation><key>`, written before the key itself. The builder walks the
+//! live tree and, for each key, reads the key and then its save, preferring the save; then it
+//! adds the saved values of keys deleted since. Because the save goes in first, whichever side
+//! of a write the walk sees, it ends with the value the key had at the freeze. Writes keep flowing during the build and cost
 //! one extra read per key while a snapshot is being built.
 
 use std::collections::BTreeMap;
@@ -214,6 +215,35 @@ impl Shared {
         Ok(out)
     }
 
+    /// Replaces the whole state machine by a snapshot's pairs, key by key, the applied log id
+    /// last (so an interrupted replacement is still behind its stored snapshot, and redone).
+    fn replace_state(
+        &self,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        meta: &SnapshotMeta<NodeId, Member>,
+    ) -> sled::Result<()> {
+        for item in self.tree.iter() {
+            self.tree.remove(item?.0)?;
+        }
+        let mut clock = 0;
+        for (key, value) in pairs {
+            if key == CLOCK {
+                clock = value
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+            }
+            self.tree.insert(key, value)?;
+        }
+        self.tree.insert(MEMBERSHIP, encode(&meta.last_membership))?;
+        self.tree.insert(APPLIED, encode(&meta.last_log_id))?;
+        self.clock_ms.store(clock, Ordering::Release);
+        self.applied
+            .send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        Ok(())
+    }
+
     fn read_state(&self) -> StorageResult<AppliedState> {
         let read = |key: &[u8]| -> StorageResult<Option<sled::IVec>> {
             self.tree
@@ -233,7 +263,8 @@ impl Shared {
         Ok((applied, membership))
     }
 
-    /// Applies one entry as one atomic batch.
+    /// Applies one entry: its writes one key at a time, in an order that makes a replay after a
+    /// crash safe (see [`Shared::write_in_order`]), the applied log id last.
     fn apply_one(
         &self,
         entry: Entry<TypeConfig>,
@@ -251,14 +282,30 @@ impl Shared {
             }
             EntryPayload::Normal(Request { stamp_ms, command }) => {
                 let now = stamp_ms.max(self.clock_ms());
+                let response = self.command(index, now, command, &mut writes)?;
                 writes.push((CLOCK.to_vec(), Some(now.to_be_bytes().to_vec())));
                 self.clock_ms.store(now, Ordering::Release);
-                self.command(index, now, command, &mut writes)?
+                response
             }
         };
         writes.push((APPLIED.to_vec(), Some(encode(&Some(log_id)))));
+        self.write_in_order(writes)?;
+        self.applied.send_replace(index);
+        Ok(response)
+    }
 
-        let mut batch = sled::Batch::default();
+    /// Writes `writes` one key at a time, in order, after saving for a snapshot being built the
+    /// value each key had at its freeze.
+    ///
+    /// No sled batch (see `log.rs` for why). Instead the order carries the guarantees:
+    /// - a save is written before the key it saves, so a snapshot builder that reads the key and
+    ///   then its save always ends with the value at the freeze;
+    /// - an entry's writes come before its applied log id, and re-applying an entry whose writes
+    ///   were only partly recovered after a crash gives the same state: a write gets the same
+    ///   version (its index) and deadline (from the stamp), a condition that now fails writes
+    ///   nothing because the write is already there, deletes and cleanups are idempotent, and at
+    ///   worst an expiry-index entry is left stale, which cleanup drops.
+    fn write_in_order(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> sled::Result<()> {
         let frozen = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(generation) = *frozen {
             let prefix = undo_prefix(generation);
@@ -276,19 +323,17 @@ impl Shared {
                     Some(old) => [&[1u8][..], &old].concat(),
                     None => vec![0u8],
                 };
-                batch.insert(undo, saved);
+                self.tree.insert(undo, saved)?;
             }
         }
         for (key, value) in writes {
             match value {
-                Some(v) => batch.insert(key, v),
-                None => batch.remove(key),
-            }
+                Some(v) => self.tree.insert(key, v)?,
+                None => self.tree.remove(key)?,
+            };
         }
-        self.tree.apply_batch(batch)?;
         drop(frozen);
-        self.applied.send_replace(index);
-        Ok(response)
+        Ok(())
     }
 
     fn command(
@@ -405,7 +450,19 @@ impl StateMachine {
             generations: AtomicU64::new(0),
             snapshot_lock: tokio::sync::Mutex::new(()),
         });
-        let (applied, membership) = shared.read_state()?;
+        let (mut applied, mut membership) = shared.read_state()?;
+        if let Some(stored) = Self::stored(&shared)?
+            && stored.meta.last_log_id > applied
+        {
+            // A snapshot install was interrupted: finish it.
+            let signature = Some(stored.meta.signature());
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&stored.data)
+                .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
+            shared
+                .replace_state(pairs, &stored.meta)
+                .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
+            (applied, membership) = (stored.meta.last_log_id, stored.meta.last_membership);
+        }
         shared
             .applied
             .send_replace(applied.map(|l| l.index).unwrap_or(0));
@@ -507,44 +564,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&data)
             .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
-        let werr = |e: sled::Error| -> StorageError<NodeId> {
-            StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e)).into()
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
         };
-        // The whole state is replaced in one batch: before it, the old state; after it, the
-        // snapshot's. Nothing in between is visible.
-        let mut batch = sled::Batch::default();
-        for item in shared.tree.iter() {
-            let (key, _) = item.map_err(werr)?;
-            batch.remove(key);
-        }
-        let mut clock = 0;
-        for (key, value) in pairs {
-            if key == CLOCK {
-                clock = value
-                    .as_slice()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(0);
-            }
-            batch.insert(key, value);
-        }
-        batch.insert(APPLIED, encode(&meta.last_log_id));
-        batch.insert(MEMBERSHIP, encode(&meta.last_membership));
-        shared.tree.apply_batch(batch).map_err(werr)?;
-        shared.clock_ms.fetch_max(clock, Ordering::AcqRel);
+        // Durable first: if a crash interrupts the replacement below, `open` finds a stored
+        // snapshot newer than the applied index and finishes the job.
+        save_snapshot(&shared, &stored).await?;
+        shared
+            .replace_state(pairs, meta)
+            .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        shared
-            .applied
-            .send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
-        save_snapshot(
-            &shared,
-            &StoredSnapshot {
-                meta: meta.clone(),
-                data,
-            },
-        )
-        .await
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
@@ -611,11 +643,10 @@ impl Builder {
                 *frozen = None;
             }
         }
-        let mut batch = sled::Batch::default();
         for item in self.shared.tree.scan_prefix(undo_prefix(self.generation)) {
-            batch.remove(item?.0);
+            self.shared.tree.remove(item?.0)?;
         }
-        self.shared.tree.apply_batch(batch)
+        Ok(())
     }
 }
 

@@ -374,3 +374,23 @@ async fn members_are_added_promoted_and_removed_while_writes_go_on() {
     assert!(status.leader.is_some());
     assert!(status.members.iter().all(|m| m.reachable), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zz_probe_throughput() {
+    let cluster = Arc::new(Cluster::start(3, clock().shared(), fast).await);
+    let leader = cluster.leader().await;
+    for on in [leader, cluster.follower().await] {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for c in 0..64 {
+            let store = cluster.store(on, "t");
+            tasks.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    store.set(&format!("k{c}-{i}"), Bytes::from_static(&[7u8; 64]), None).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks { t.await.unwrap(); }
+        println!("64 writers on {}: {:.0} writes/s", if on == leader {"leader"} else {"follower"}, 2560.0 / start.elapsed().as_secs_f64());
+    }
+}
