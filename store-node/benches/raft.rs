@@ -11,7 +11,9 @@
 //!
 //! Workload: 10 000 keys preloaded, 64-byte values; `raft.put` writes a random key,
 //! `raft.get` reads one linearizably, at 1 and 64 concurrent clients spread over the three
-//! nodes. Rows go to `target/bench/store-raft.jsonl` with `peer: "etcd"`.
+//! nodes. Both clusters run for the whole bench; each cell is the median of three interleaved
+//! rounds (one in quick mode). Rows go to `target/bench/store-raft.jsonl` with `peer: "etcd"`,
+//! followed by the disk's fsync rate (one writer), the ceiling of any one-client durable write.
 //!
 //! etcd is not installed by the bench: without it (or `STORE_BENCH_ETCD=/path/to/etcd`) the
 //! bench prints how to get it and a `SKIPPED` line; `STORE_BENCH_REQUIRE_ETCD=1` (CI) makes that a
@@ -412,35 +414,41 @@ fn main() {
         .build()
         .unwrap();
     let root = TempDir::new("raft-bench");
+    let nodes = start_ours(&root.join("ours"));
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_owned()).collect();
+    preload_ours(&rt, &addrs[0]);
+    let cluster = start_etcd(&etcd, &root.join("etcd"));
+    until_ok("etcd cluster", || {
+        rt.block_on(async {
+            match etcd::Kv::connect(&cluster.endpoints[0]).await {
+                Ok(mut c) => c.put("ready", b"1").await.is_ok(),
+                Err(_) => false,
+            }
+        })
+    });
+    preload_etcd(&rt, &cluster.endpoints[0]);
+    // Interleaved rounds (ours, etcd, ours, etcd, …), each column's median: both sides meet
+    // the same drift of a shared machine.
+    let rounds = if bench::quick() { 1 } else { 3 };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let mut ours = Vec::new();
-    {
-        let nodes = start_ours(&root.join("ours"));
-        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_owned()).collect();
-        preload_ours(&rt, &addrs[0]);
-        for op in [Op::Put, Op::Get] {
-            for clients in CLIENTS {
-                ours.push(measure_ours(&rt, &addrs, op, clients));
-            }
-        }
-    }
     let mut theirs = Vec::new();
-    {
-        let cluster = start_etcd(&etcd, &root.join("etcd"));
-        until_ok("etcd cluster", || {
-            rt.block_on(async {
-                match etcd::Kv::connect(&cluster.endpoints[0]).await {
-                    Ok(mut c) => c.put("ready", b"1").await.is_ok(),
-                    Err(_) => false,
-                }
-            })
-        });
-        preload_etcd(&rt, &cluster.endpoints[0]);
-        for op in [Op::Put, Op::Get] {
-            for clients in CLIENTS {
-                theirs.push(measure_etcd(&rt, &cluster.endpoints, op, clients));
+    for op in [Op::Put, Op::Get] {
+        for clients in CLIENTS {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                a.push(measure_ours(&rt, &addrs, op, clients));
+                b.push(measure_etcd(&rt, &cluster.endpoints, op, clients));
             }
+            ours.push(median(a));
+            theirs.push(median(b));
         }
     }
+    drop(nodes);
+    drop(cluster);
     let ceiling = fsync_ceiling(root.path());
     let mut rows = Vec::new();
     let mut i = 0;

@@ -13,7 +13,7 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use store_core::{Error, Result, SharedClock, system_clock};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -27,6 +27,17 @@ use crate::types::{Command, Member, NodeId, Request, Response, TypeConfig, node_
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Most expired keys one cleanup entry removes.
 const CLEANUP_BATCH: usize = 512;
+/// Most writes one entry carries.
+const MAX_BATCH: usize = 256;
+/// Entries the leader has proposed and not yet seen applied, at most; writes that arrive
+/// meanwhile wait and go together in the next entry.
+const MAX_IN_FLIGHT: usize = 4;
+
+/// A write waiting for the leader to propose it.
+pub(crate) struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Try<Response>>,
+}
 
 /// Which members found the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +313,8 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Writes for the leader's proposer (see [`proposer`]).
+    proposals: mpsc::UnboundedSender<Pending>,
 }
 
 enum Leader {
@@ -311,7 +324,7 @@ enum Leader {
 }
 
 /// The outcome of one try: final, or known to have done nothing (try again).
-enum Try<T> {
+pub(crate) enum Try<T> {
     Done(Result<T>),
     Again,
 }
@@ -360,9 +373,16 @@ impl RaftEngine {
         std::fs::create_dir_all(&config.dir).map_err(|e| {
             Error::unavailable(format!("cannot create {}: {e}", config.dir.display()))
         })?;
-        let db = sled::Config::new().path(&config.dir).open().map_err(|e| {
-            Error::unavailable(format!("cannot open {}: {e}", config.dir.display()))
-        })?;
+        // Every durable write is flushed explicitly (appends, votes, snapshots); sled's own
+        // periodic flush would only add fsyncs.
+        let db = sled::Config::new()
+            .path(&config.dir)
+            .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| {
+                Error::unavailable(format!("cannot open {}: {e}", config.dir.display()))
+            })?;
         let log = LogStore::open(&db).map_err(storage_error)?;
         let (sm, shared) = StateMachine::open(&db).map_err(storage_error)?;
         let secret = Secret::new(&config.secret);
@@ -399,6 +419,7 @@ impl RaftEngine {
         .map_err(|e| Error::internal(format!("cannot start raft: {e}")))?;
 
         let (stop, stopped) = watch::channel(false);
+        let (proposals, pending) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             name: config.name.clone(),
             id,
@@ -413,6 +434,7 @@ impl RaftEngine {
             stop,
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            proposals,
         });
 
         let weak = Arc::downgrade(&inner);
@@ -430,6 +452,7 @@ impl RaftEngine {
             },
             stopped.clone(),
         ));
+        let proposing = tokio::spawn(proposer(Arc::downgrade(&inner), pending, stopped.clone()));
         let cleanup = tokio::spawn(cleanup_loop(
             Arc::downgrade(&inner),
             config.cleanup_interval,
@@ -439,7 +462,7 @@ impl RaftEngine {
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend([server, cleanup]);
+            .extend([server, proposing, cleanup]);
 
         if let Members::Founding(members) = &config.members {
             let nodes: BTreeMap<NodeId, Member> = members
@@ -720,31 +743,83 @@ impl Inner {
 
     /// Proposes `command` on this node, which believes it is the leader.
     async fn propose(&self, command: Command, deadline: Instant) -> Try<Response> {
-        let request = Request {
-            stamp_ms: self.clock.now_ms(),
-            command,
-        };
-        match tokio::time::timeout_at(deadline, self.raft.client_write(request)).await {
+        if !matches!(self.leader(), Leader::Me) {
+            return Try::Again;
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.proposals.send(Pending { command, reply }).is_err() {
+            return Try::Done(Err(Error::closed("the raft engine was shut down")));
+        }
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Try::Done(Err(Error::closed(
+                "the raft engine stopped with the write in flight",
+            )
+            .indeterminate())),
             Err(_) => Try::Done(Err(Error::write_timeout(format!(
                 "no quorum acknowledged the write within {:?}; it may still be applied",
                 self.request_timeout
             )))),
-            Ok(Ok(written)) => Try::Done(Ok(written.data)),
+        }
+    }
+
+    /// Proposes `batch` as one entry and answers each of its writers.
+    async fn propose_batch(&self, batch: Vec<Pending>) {
+        if !matches!(self.leader(), Leader::Me) {
+            for p in batch {
+                let _ = p.reply.send(Try::Again);
+            }
+            return;
+        }
+        let (commands, replies): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+        let request = Request {
+            stamp_ms: self.clock.now_ms(),
+            commands,
+        };
+        let failed = |e: Error| -> Vec<Try<Response>> {
+            (0..replies.len())
+                .map(|_| Try::Done(Err(e.clone())))
+                .collect()
+        };
+        let outcomes = match tokio::time::timeout(
+            self.request_timeout,
+            self.raft.client_write(request),
+        )
+        .await
+        {
+            Err(_) => failed(Error::write_timeout(format!(
+                "no quorum acknowledged the write within {:?}; it may still be applied",
+                self.request_timeout
+            ))),
+            Ok(Ok(written)) if written.data.0.len() == replies.len() => written
+                .data
+                .0
+                .into_iter()
+                .map(|r| Try::Done(Ok(r)))
+                .collect(),
+            Ok(Ok(written)) => failed(Error::internal(format!(
+                "an entry of {} writes answered {} times",
+                replies.len(),
+                written.data.0.len()
+            ))),
             // Openraft answers this both when it was no longer the leader (nothing appended) and
             // when the appended entry was overwritten by a new leader; only the outcome of the
             // second is unknown, and the two cannot be told apart here.
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Try::Done(Err(Error::write_timeout(
+                failed(Error::write_timeout(
                     "the leader changed while the write was in flight; it may or may not have been applied",
-                )))
+                ))
             }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => Try::Done(
-                Err(Error::internal(format!("unexpected membership error: {e}"))),
-            ),
-            Ok(Err(RaftError::Fatal(e))) => Try::Done(Err(Error::closed(format!(
-                "the raft engine stopped: {e}"
-            ))
-            .indeterminate())),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                failed(Error::internal(format!("unexpected membership error: {e}")))
+            }
+            Ok(Err(RaftError::Fatal(e))) => {
+                failed(Error::closed(format!("the raft engine stopped: {e}")).indeterminate())
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
         }
     }
 
@@ -1005,6 +1080,58 @@ impl Inner {
                 Reply::Members(self.change_here(&rpc).await)
             }
         }
+    }
+}
+
+/// Packs the writes waiting on the leader into entries: up to [`MAX_BATCH`] writes of distinct
+/// keys each, at most [`MAX_IN_FLIGHT`] entries proposed and not yet applied. One writer alone
+/// is proposed at once; under load, each entry carries every write that arrived while the
+/// previous ones were replicated, so the log, the replication, the flushes and the apply all
+/// work per batch instead of per write.
+async fn proposer(
+    inner: Weak<Inner>,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                p = pending.recv() => match p {
+                    Some(p) => p,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            },
+        };
+        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        // Gathered after the permit: whatever queued while entries were in flight joins this one.
+        let mut keys = std::collections::HashSet::new();
+        if let Some(k) = first.command.key() {
+            keys.insert(k.to_owned());
+        }
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            let Ok(next) = pending.try_recv() else { break };
+            // A second write of a key waits for the next entry: each write of a key must get a
+            // greater version than the last.
+            if let Some(k) = next.command.key()
+                && !keys.insert(k.to_owned())
+            {
+                carried = Some(next);
+                break;
+            }
+            batch.push(next);
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        tokio::spawn(async move {
+            inner.propose_batch(batch).await;
+            drop(permit);
+        });
     }
 }
 

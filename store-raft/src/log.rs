@@ -18,7 +18,6 @@ use openraft::{
     AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError,
     StorageIOError, Vote,
 };
-use tokio::sync::mpsc;
 
 use crate::types::{NodeId, TypeConfig};
 
@@ -34,23 +33,29 @@ pub(crate) struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
-    flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    flusher: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
-    /// Opens the trees and starts the flusher on the current runtime.
+    /// Opens the trees and starts the flusher thread (it ends when the last handle is dropped).
     pub(crate) fn open(db: &sled::Db) -> sled::Result<Self> {
-        let (flusher, mut waiting) = mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
+        let (flusher, waiting) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
         let flush_db = db.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while waiting.recv_many(&mut batch, 4096).await > 0 {
-                let result = flush_db.flush_async().await.map(|_| ()).map_err(io_error);
-                for callback in batch.drain(..) {
-                    callback.log_io_completed(result.as_ref().map(|_| ()).map_err(copy_io));
+        // A thread of its own, blocking in sled's flush: no task hand-offs between an append and
+        // its fsync, and every callback that queued meanwhile rides on the next one.
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || {
+                while let Ok(first) = waiting.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(waiting.try_iter());
+                    let result = flush_db.flush().map(|_| ()).map_err(io_error);
+                    for callback in batch {
+                        callback.log_io_completed(result.as_ref().map(|_| ()).map_err(copy_io));
+                    }
                 }
-            }
-        });
+            })
+            .map_err(sled::Error::Io)?;
         Ok(Self {
             db: db.clone(),
             log: db.open_tree("log")?,
@@ -185,8 +190,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .insert(entry.log_id.index.to_be_bytes(), bytes)
                 .map_err(|e| StorageIOError::write_logs(AnyError::new(&e)))?;
         }
-        if let Err(mpsc::error::SendError(callback)) = self.flusher.send(callback) {
-            // The flusher is gone only when the runtime is shutting down: flush here instead.
+        if let Err(std::sync::mpsc::SendError(callback)) = self.flusher.send(callback) {
+            // The flusher thread is gone (it panicked): flush here instead.
             let result = self.db.flush_async().await.map(|_| ()).map_err(io_error);
             callback.log_io_completed(result);
         }

@@ -372,7 +372,9 @@ impl Peers {
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.introduce(stream, addr))
             .await
             .map_err(|_| std::io::Error::other("handshake timed out"))??;
-        let (mut reader, writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
+        // Buffered: one read syscall brings many small frames (heartbeats, acks).
+        let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
         let (frames, outgoing) = mpsc::unbounded_channel();
         let conn = Arc::new(Conn {
             frames,
@@ -571,7 +573,8 @@ where
     H: Fn(Rpc) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
     let (frames, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
     let pump_task = tokio::spawn(pump(writer, outgoing));
     let mut buf = Vec::new();

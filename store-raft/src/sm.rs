@@ -34,7 +34,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::types::{Command, Cond, Member, NodeId, Request, Response, TypeConfig};
+use crate::types::{Command, Cond, Member, NodeId, Request, Response, Responses, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
 /// The last applied log id and the membership as of it.
@@ -236,7 +236,8 @@ impl Shared {
             }
             self.tree.insert(key, value)?;
         }
-        self.tree.insert(MEMBERSHIP, encode(&meta.last_membership))?;
+        self.tree
+            .insert(MEMBERSHIP, encode(&meta.last_membership))?;
         self.tree.insert(APPLIED, encode(&meta.last_log_id))?;
         self.clock_ms.store(clock, Ordering::Release);
         self.applied
@@ -264,34 +265,45 @@ impl Shared {
     }
 
     /// Applies one entry: its writes one key at a time, in an order that makes a replay after a
-    /// crash safe (see [`Shared::write_in_order`]), the applied log id last.
+    /// crash safe (see [`Shared::write_in_order`]). The clock and the applied log id are written
+    /// once per batch of entries, after all of them ([`Shared::applied_up_to`]).
     fn apply_one(
         &self,
         entry: Entry<TypeConfig>,
         membership: &mut StoredMembership<NodeId, Member>,
-    ) -> sled::Result<Response> {
+    ) -> sled::Result<Responses> {
         let log_id = entry.log_id;
         let index = log_id.index;
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        let response = match entry.payload {
-            EntryPayload::Blank => Response::Done,
+        let responses = match entry.payload {
+            EntryPayload::Blank => Responses::default(),
             EntryPayload::Membership(m) => {
                 *membership = StoredMembership::new(Some(log_id), m);
-                writes.push((MEMBERSHIP.to_vec(), Some(encode(&*membership))));
-                Response::Done
+                self.write_in_order(vec![(MEMBERSHIP.to_vec(), Some(encode(&*membership)))])?;
+                Responses::default()
             }
-            EntryPayload::Normal(Request { stamp_ms, command }) => {
+            EntryPayload::Normal(Request { stamp_ms, commands }) => {
                 let now = stamp_ms.max(self.clock_ms());
-                let response = self.command(index, now, command, &mut writes)?;
-                writes.push((CLOCK.to_vec(), Some(now.to_be_bytes().to_vec())));
+                let mut responses = Vec::with_capacity(commands.len());
+                // One command at a time: each sees the writes of the ones before it.
+                for command in commands {
+                    let mut writes = Vec::new();
+                    responses.push(self.command(index, now, command, &mut writes)?);
+                    self.write_in_order(writes)?;
+                }
                 self.clock_ms.store(now, Ordering::Release);
-                response
+                Responses(responses)
             }
         };
-        writes.push((APPLIED.to_vec(), Some(encode(&Some(log_id)))));
-        self.write_in_order(writes)?;
         self.applied.send_replace(index);
-        Ok(response)
+        Ok(responses)
+    }
+
+    /// Records that every entry up to `log_id` is applied: the clock, then the applied log id.
+    fn applied_up_to(&self, log_id: LogId<NodeId>) -> sled::Result<()> {
+        self.write_in_order(vec![
+            (CLOCK.to_vec(), Some(self.clock_ms().to_be_bytes().to_vec())),
+            (APPLIED.to_vec(), Some(encode(&Some(log_id)))),
+        ])
     }
 
     /// Writes `writes` one key at a time, in order, after saving for a snapshot being built the
@@ -513,7 +525,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Responses>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -527,6 +539,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
             self.applied = Some(log_id);
             responses.push(response);
+        }
+        if let Some(log_id) = self.applied {
+            self.shared
+                .applied_up_to(log_id)
+                .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
         }
         Ok(responses)
     }

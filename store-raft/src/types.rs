@@ -39,28 +39,39 @@ openraft::declare_raft_types!(
     /// The type configuration of the group.
     pub(crate) TypeConfig:
         D = Request,
-        R = Response,
+        R = Responses,
         NodeId = NodeId,
         Node = Member,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
-/// A log entry's command with the proposing leader's clock reading, which the state machine
+/// A log entry's commands with the proposing leader's clock reading, which the state machine
 /// judges deadlines and conditions by (never the applying node's clock).
+///
+/// The leader packs the writes that arrive together into one entry, applied in order; no two of
+/// them touch the same key, so every write's version (the entry's index) is still greater than
+/// any version its key had.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Request {
     /// The leader's clock when it proposed the entry, in Unix milliseconds.
     pub(crate) stamp_ms: u64,
-    /// What to do.
-    pub(crate) command: Command,
+    /// What to do, in order; one [`Response`] each.
+    pub(crate) commands: Vec<Command>,
 }
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.command {
-            Command::Write { key, .. } => write!(f, "write {key:?} @{}", self.stamp_ms),
-            Command::Delete { key } => write!(f, "delete {key:?} @{}", self.stamp_ms),
-            Command::Expire { keys } => write!(f, "expire {} keys @{}", keys.len(), self.stamp_ms),
+        write!(f, "{} commands @{}", self.commands.len(), self.stamp_ms)
+    }
+}
+
+impl Command {
+    /// The one key a write or delete touches (cleanup touches many, and conflicts with none:
+    /// it re-checks each deadline when applied).
+    pub(crate) fn key(&self) -> Option<&str> {
+        match self {
+            Self::Write { key, .. } | Self::Delete { key } => Some(key),
+            Self::Expire { .. } => None,
         }
     }
 }
@@ -103,10 +114,15 @@ pub(crate) enum Cond {
     IfVersion(u64),
 }
 
-/// What applying an entry answers.
+/// What applying an entry answers: one [`Response`] per command (none for a blank or membership
+/// entry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Responses(pub(crate) Vec<Response>);
+
+/// What applying one command answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Response {
-    /// A blank or membership entry, or a cleanup.
+    /// A cleanup.
     Done,
     /// The write happened: the new version (the entry's log index) and deadline.
     Written {

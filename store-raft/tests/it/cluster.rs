@@ -376,21 +376,56 @@ async fn members_are_added_promoted_and_removed_while_writes_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_probe_throughput() {
+async fn concurrent_writes_share_entries_but_never_a_version_of_one_key() {
     let cluster = Arc::new(Cluster::start(3, clock().shared(), fast).await);
     let leader = cluster.leader().await;
-    for on in [leader, cluster.follower().await] {
-        let start = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..64 {
-            let store = cluster.store(on, "t");
-            tasks.push(tokio::spawn(async move {
-                for i in 0..40 {
-                    store.set(&format!("k{c}-{i}"), Bytes::from_static(&[7u8; 64]), None).await.unwrap();
-                }
-            }));
-        }
-        for t in tasks { t.await.unwrap(); }
-        println!("64 writers on {}: {:.0} writes/s", if on == leader {"leader"} else {"follower"}, 2560.0 / start.elapsed().as_secs_f64());
+    let f = cluster.follower().await;
+    let mut tasks = Vec::new();
+    for c in 0..64usize {
+        let cluster = Arc::clone(&cluster);
+        tasks.push(tokio::spawn(async move {
+            let store = cluster.store(if c % 2 == 0 { leader } else { f }, "t");
+            let mut versions = Vec::new();
+            for i in 0..20 {
+                let own = store
+                    .put(&format!("own-{c}-{i}"), "x".into(), PutOptions::new())
+                    .await
+                    .unwrap();
+                let shared = store
+                    .put("shared", format!("{c}-{i}").into(), PutOptions::new())
+                    .await
+                    .unwrap();
+                versions.push((own.version, shared.version));
+            }
+            versions
+        }));
     }
+    let mut own = Vec::new();
+    let mut shared = Vec::new();
+    for t in tasks {
+        for (o, s) in t.await.unwrap() {
+            own.push(o);
+            shared.push(s);
+        }
+    }
+    // Every write of the one key got its own version ...
+    let distinct: std::collections::BTreeSet<u64> = shared.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        shared.len(),
+        "two writes of one key share a version"
+    );
+    // ... while writes of different keys went out together (fewer entries than writes).
+    let entries: std::collections::BTreeSet<u64> = own.iter().chain(&shared).copied().collect();
+    assert!(
+        entries.len() < own.len() + shared.len(),
+        "no entry carried two writes"
+    );
+    let last = cluster
+        .store(f, "t")
+        .entry("shared")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.version, *distinct.last().unwrap());
 }
