@@ -71,7 +71,7 @@ fn node_dir(root: &Path, name: &str, raft_lines: &str) -> std::path::PathBuf {
     std::fs::write(
         dir.join("node.yaml"),
         format!(
-            "data_dir: ./data\ncluster:\n  name: {name}\n  secret_env: E2E_CLUSTER_SECRET\n  raft:\n    heartbeat_interval: 50ms\n    election_timeout: 500ms\n    request_timeout: 10s\n{raft_lines}registry:\n  - ./registry\n"
+            "data_dir: ./data\ncluster:\n  name: {name}\n  secret_env: E2E_CLUSTER_SECRET\n  raft:\n    heartbeat_interval: 50ms\n    election_timeout: 1s\n    request_timeout: 10s\n{raft_lines}registry:\n  - ./registry\n"
         ),
     )
     .unwrap();
