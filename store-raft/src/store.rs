@@ -83,15 +83,12 @@ impl RaftStore {
         namespace: &str,
         consistency: ReadConsistency,
     ) -> Result<Self> {
-        check_namespace(namespace)?;
-        Ok(Self {
-            id: id.into(),
-            namespace: namespace.to_owned(),
-            prefix: format!("{namespace}:"),
+        Self::view(
+            Arc::new(OnceLock::from(engine.clone())),
+            id.into(),
+            namespace,
             consistency,
-            max_value_size: validate::DEFAULT_MAX_VALUE_SIZE,
-            engine: Arc::new(OnceLock::from(engine.clone())),
-        })
+        )
     }
 
     /// A view of the engine `node` runs once it is started; until then every call fails
@@ -105,14 +102,23 @@ impl RaftStore {
         namespace: &str,
         consistency: ReadConsistency,
     ) -> Result<Self> {
+        Self::view(node.slot(), id.into(), namespace, consistency)
+    }
+
+    fn view(
+        engine: Arc<OnceLock<RaftEngine>>,
+        id: String,
+        namespace: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Self> {
         check_namespace(namespace)?;
         Ok(Self {
-            id: id.into(),
+            id,
             namespace: namespace.to_owned(),
             prefix: format!("{namespace}:"),
             consistency,
             max_value_size: validate::DEFAULT_MAX_VALUE_SIZE,
-            engine: node.slot(),
+            engine,
         })
     }
 
