@@ -30,8 +30,8 @@ use store_client::Client;
 use store_client::harness::NodeProcess;
 use store_core::Bytes;
 use store_core::PutOptions;
-use store_testkit::TempDir;
 use store_testkit::bench::{self, Rng, Row};
+use store_testkit::{TempDir, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_store-node");
 
@@ -131,14 +131,6 @@ const KEYS: usize = 10_000;
 const VALUE: [u8; 64] = [0xAB; 64];
 const CLIENTS: [usize; 2] = [1, 64];
 const STORE: &str = "bench:kv";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn key(i: usize) -> String {
     format!("k{i:05}")

@@ -516,25 +516,6 @@ impl RaftEngine {
             .map(|n| n.name.clone())
     }
 
-    /// Waits until this node knows a leader, or `timeout` passes.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<String> {
-        let deadline = Instant::now() + timeout;
-        let mut metrics = self.inner.raft.metrics();
-        loop {
-            if let Some(leader) = self.leader() {
-                return Ok(leader);
-            }
-            if tokio::time::timeout_at(deadline, metrics.changed())
-                .await
-                .is_err()
-            {
-                return Err(Error::unavailable(format!(
-                    "no raft leader elected within {timeout:?}"
-                )));
-            }
-        }
-    }
-
     /// The group as this node sees it; `reachable` comes from a ping to every member.
     pub async fn status(&self) -> Result<ClusterStatus> {
         let inner = &self.inner;

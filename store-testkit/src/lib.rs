@@ -150,6 +150,19 @@ where
     });
 }
 
+/// A loopback port that was free a moment ago: bound to port 0, read, released. Another process
+/// may take it before the caller binds it, so use it only where the address must be known
+/// before the process that binds it starts (a cluster member's address in its peers' configs).
+///
+/// # Panics
+/// When no loopback port can be bound at all.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
 /// Prints `SKIPPED <what>: <why>` straight to the process's stderr. `eprintln!` would be
 /// captured (and hidden) by the test harness for a passing test; a skip must never be silent.
 pub fn loud_skip(what: &str, why: &str) {

@@ -291,6 +291,22 @@ entries:
 const RAFT_ENTRY: &str =
     "namespace: app\nentries:\n  - name: locks\n    kind: store.kv.raft\n    namespace: locks\n";
 
+/// A node file `node_yaml` (naming `./app.yaml`) and `RAFT_ENTRY` as `app.yaml` in `dir`, loaded.
+fn raft_node_config(dir: &TempDir, node_yaml: &str) -> NodeConfig {
+    let node = dir.path().join("node.yaml");
+    std::fs::write(&node, node_yaml).expect("write node.yaml");
+    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).expect("write app.yaml");
+    NodeConfig::load(&node).expect("a valid node file")
+}
+
+/// The errors of loading `config`'s registry in its own node context.
+fn registry_errors(config: &NodeConfig) -> String {
+    config
+        .load_registry(Registry::builder().node(config.context()))
+        .expect_err("the registry has errors")
+        .to_string()
+}
+
 #[test]
 fn a_raft_entry_on_a_node_without_cluster_raft_names_the_entry_and_the_section() {
     let errors = Registry::builder()
@@ -301,14 +317,8 @@ fn a_raft_entry_on_a_node_without_cluster_raft_names_the_entry_and_the_section()
     assert!(text.contains("`cluster.raft` section"), "{text}");
 
     let dir = TempDir::new("config-raft");
-    let node = dir.path().join("node.yaml");
-    std::fs::write(&node, "cluster:\n  name: n1\nregistry: [./app.yaml]\n").unwrap();
-    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).unwrap();
-    let config = NodeConfig::load(&node).unwrap();
-    let errors = config
-        .load_registry(Registry::builder().node(config.context()))
-        .unwrap_err()
-        .to_string();
+    let config = raft_node_config(&dir, "cluster:\n  name: n1\nregistry: [./app.yaml]\n");
+    let errors = registry_errors(&config);
     assert!(errors.contains("app.yaml"), "{errors}");
     assert!(errors.contains("entry `app:locks`"), "{errors}");
     assert!(
@@ -320,18 +330,11 @@ fn a_raft_entry_on_a_node_without_cluster_raft_names_the_entry_and_the_section()
 #[test]
 fn an_unset_secret_variable_is_named() {
     let dir = TempDir::new("config-raft");
-    let node = dir.path().join("node.yaml");
-    std::fs::write(
-        &node,
+    let config = raft_node_config(
+        &dir,
         "cluster:\n  name: n1\n  secret_env: STORE_TEST_SECRET_THAT_IS_NOT_SET\n  raft:\n    bind: 127.0.0.1:7800\n    initial_members: {n1: 127.0.0.1:7800}\nregistry: [./app.yaml]\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).unwrap();
-    let config = NodeConfig::load(&node).unwrap();
-    let errors = config
-        .load_registry(Registry::builder().node(config.context()))
-        .unwrap_err()
-        .to_string();
+    );
+    let errors = registry_errors(&config);
     assert!(
         errors.contains("STORE_TEST_SECRET_THAT_IS_NOT_SET is not set"),
         "{errors}"
@@ -341,21 +344,13 @@ fn an_unset_secret_variable_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raft_entry_serves_once_the_registry_starts() {
     let dir = TempDir::new("config-raft");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let node = dir.path().join("node.yaml");
-    std::fs::write(
-        &node,
-        format!(
+    let port = store_testkit::free_port();
+    let config = raft_node_config(
+        &dir,
+        &format!(
             "data_dir: ./data\ncluster:\n  name: n1\n  raft:\n    bind: 127.0.0.1:{port}\n    initial_members: {{n1: 127.0.0.1:{port}}}\n    election_timeout: 300ms\n    heartbeat_interval: 50ms\nregistry: [./app.yaml]\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).unwrap();
-    let config = NodeConfig::load(&node).unwrap();
+    );
     let registry = config
         .load_registry(Registry::builder().node(config.context()))
         .unwrap();

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use store_client::harness::NodeProcess;
-use store_testkit::TempDir;
+use store_testkit::{TempDir, free_port};
 
-use crate::{BIN, Reply, call};
+use crate::{BIN, Node, Reply, call};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -25,38 +25,29 @@ entries:
     consistency: serializable
 ";
 
-/// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
+/// A founding member: a test node (its `call`, `cli` and `process` through `Deref`) with its
+/// name and internode address.
 struct Member {
     name: String,
     raft: String,
-    process: NodeProcess,
+    node: Node,
+}
+
+impl std::ops::Deref for Member {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
 }
 
 impl Member {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.process.addr())
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
-        call(&self.url(path), method, body, None)
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(BIN)
-            .args(args)
-            .args(["--addr", self.process.addr()])
-            .output()
-            .unwrap()
-    }
-
     fn cluster(&self) -> Value {
         let r = self.call("GET", "/v1/cluster", None);
         assert_eq!(r.status, 200);
@@ -99,7 +90,11 @@ fn founding(root: &Path, n: usize) -> Vec<Member> {
             Member {
                 name,
                 raft,
-                process,
+                node: Node {
+                    process,
+                    token: None,
+                    _dir: None,
+                },
             }
         })
         .collect();

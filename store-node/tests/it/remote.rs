@@ -113,10 +113,7 @@ mod raft {
     };
 
     async fn raft(h: Harness) -> store_client::RemoteStore {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = store_testkit::free_port();
         let cluster = format!(
             "cluster:\n  name: solo\n  raft:\n    bind: 127.0.0.1:{port}\n    initial_members: {{solo: 127.0.0.1:{port}}}\n    heartbeat_interval: 50ms\n    election_timeout: 300ms\n"
         );
