@@ -24,6 +24,16 @@ pub(crate) enum Build {
     /// A store entry.
     Store(fn(&Ctx<'_>) -> Result<Built, ConfigError>),
     /// Known, but not part of this build; the reason says why.
+    #[cfg_attr(
+        all(
+            feature = "memory",
+            feature = "sqlite",
+            feature = "postgres",
+            feature = "raft",
+            feature = "crdt"
+        ),
+        allow(dead_code, reason = "every kind is part of a build with every feature")
+    )]
     Unavailable(&'static str),
 }
 

@@ -64,6 +64,8 @@ pub struct GossipSettings {
     pub push_pull_interval: Duration,
     /// How long a tombstone is kept; 0 drops it once every live member acknowledged it.
     pub tombstone_retention: Duration,
+    /// How often durable namespaces are snapshotted when they changed (default 1 s).
+    pub snapshot_interval: Duration,
 }
 
 /// The `cluster` section, checked.
@@ -136,6 +138,7 @@ pub(crate) const GOSSIP_FIELDS: &[&str] = &[
     "join",
     "push_pull_interval",
     "tombstone_retention",
+    "snapshot_interval",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,6 +190,8 @@ struct RawGossip {
     push_pull_interval: Option<HumanDuration>,
     #[serde(default)]
     tombstone_retention: Option<HumanDuration>,
+    #[serde(default)]
+    snapshot_interval: Option<HumanDuration>,
 }
 
 /// Where a problem is: the field's dotted path, and its line and column when known.
@@ -396,6 +401,7 @@ pub(crate) fn check(
             join,
             push_pull_interval: duration(g.push_pull_interval, Duration::from_secs(5)),
             tombstone_retention: g.tombstone_retention.map_or(Duration::ZERO, Duration::from),
+            snapshot_interval: duration(g.snapshot_interval, Duration::from_secs(1)),
         })
     });
 

@@ -9,14 +9,16 @@ use build::{Build, Kind};
     feature = "memory",
     feature = "sqlite",
     feature = "postgres",
-    feature = "raft"
+    feature = "raft",
+    feature = "crdt"
 ))]
 use build::{Built, Ctx};
 #[cfg(any(
     feature = "memory",
     feature = "sqlite",
     feature = "postgres",
-    feature = "raft"
+    feature = "raft",
+    feature = "crdt"
 ))]
 type Result<T> = std::result::Result<T, crate::ConfigError>;
 
@@ -66,11 +68,19 @@ pub(crate) const KINDS: &[Kind] = &[
         required: &[],
         build: Build::Unavailable("store-config was built without its `raft` feature"),
     },
+    #[cfg(feature = "crdt")]
     Kind {
         name: "store.kv.crdt",
-        fields: &["namespace", "durable"],
+        fields: store_crdt::CrdtStoreConfig::FIELDS,
+        required: &["namespace"],
+        build: Build::Store(crdt),
+    },
+    #[cfg(not(feature = "crdt"))]
+    Kind {
+        name: "store.kv.crdt",
+        fields: &[],
         required: &[],
-        build: Build::Unavailable("the CRDT engine is not part of this build yet"),
+        build: Build::Unavailable("store-config was built without its `crdt` feature"),
     },
     #[cfg(feature = "sqlite")]
     Kind {
@@ -200,6 +210,63 @@ pub fn raft_node(
             None => Vec::new(),
         };
         Ok(RaftNode::new(config))
+    })
+}
+
+#[cfg(feature = "crdt")]
+fn crdt(ctx: &Ctx<'_>) -> Result<Built> {
+    use store_crdt::{CrdtStore, CrdtStoreConfig};
+    let config: CrdtStoreConfig = ctx.parse()?;
+    store_crdt::check_namespace(&config.namespace).map_err(|e| ctx.backend_error(&e))?;
+    let node =
+        crdt_node(ctx.node).map_err(|e| ctx.error_of(e.kind(), None, e.message().to_owned()))?;
+    let store = CrdtStore::on_node(&node, ctx.id, &config.namespace, config.durable)
+        .map_err(|e| ctx.backend_error(&e))?
+        .with_max_value_size(config.max_value_size);
+    Ok(Built::store(store, config))
+}
+
+/// The node's gossip engine, made from its `cluster.gossip` section the first time anything
+/// asks (a `store.kv.crdt` entry, or the node itself so it joins its cluster with no entry
+/// yet). It starts with the registry.
+///
+/// # Errors
+/// `Invalid` when the node has no `cluster.gossip` section or no data folder, or the secret
+/// cannot be read.
+#[cfg(feature = "crdt")]
+pub fn crdt_node(
+    node: &crate::NodeContext,
+) -> store_core::Result<std::sync::Arc<store_crdt::CrdtNode>> {
+    use store_crdt::{CrdtConfig, CrdtNode};
+    let Some(cluster) = node.cluster_config() else {
+        return Err(store_core::Error::invalid(
+            "store.kv.crdt needs the node's `cluster.gossip` section, and this node has no `cluster` section",
+        ));
+    };
+    let Some(gossip) = &cluster.gossip else {
+        return Err(store_core::Error::invalid(
+            "store.kv.crdt needs the node's `cluster.gossip` section, and this node's `cluster` has none",
+        ));
+    };
+    let Some(data) = node.data_folder() else {
+        return Err(store_core::Error::invalid(
+            "store.kv.crdt needs the node's data folder (`data_dir`)",
+        ));
+    };
+    node.shared(|node| {
+        let mut config = CrdtConfig::new(node.name(), gossip.bind);
+        config.advertise = Some(gossip.advertise);
+        config.join = gossip.join.clone();
+        config.push_pull_interval = gossip.push_pull_interval;
+        config.tombstone_retention = gossip.tombstone_retention;
+        config.snapshot_interval = gossip.snapshot_interval;
+        config.dir = Some(data.join("_sys").join("kvcrdt"));
+        config.clock = std::sync::Arc::clone(node.shared_clock());
+        config.secret = match &cluster.secret {
+            Some(source) => crate::cluster::read_secret(source)?,
+            None => Vec::new(),
+        };
+        Ok(CrdtNode::new(config))
     })
 }
 

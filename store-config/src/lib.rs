@@ -1,7 +1,9 @@
 //! Registry files (YAML) to stores: `store.memory`, `store.sql` and its `db.sql.sqlite` /
-//! `db.sql.postgres` databases, and `store.kv.raft`, each behind a cargo feature (`memory`,
-//! `sqlite`, `postgres`, `raft`). A `store.kv.raft` entry is a namespace of the node's Raft
-//! engine ([`raft_node`]), which the node's `cluster.raft` section configures.
+//! `db.sql.postgres` databases, `store.kv.raft` and `store.kv.crdt`, each behind a cargo
+//! feature (`memory`, `sqlite`, `postgres`, `raft`, `crdt`). A `store.kv.raft` entry is a
+//! namespace of the node's Raft engine (`raft_node`), which the node's `cluster.raft` section
+//! configures; a `store.kv.crdt` entry is a namespace of its gossip engine (`crdt_node`), which
+//! `cluster.gossip` configures.
 //!
 //! ```
 //! use store_config::Registry;
@@ -51,6 +53,8 @@ pub use cluster::{
 };
 pub use context::NodeContext;
 pub use error::{ConfigError, ConfigErrors};
+#[cfg(feature = "crdt")]
+pub use kinds::crdt_node;
 #[cfg(feature = "raft")]
 pub use kinds::raft_node;
 pub use node::{HttpConfig, NodeConfig};

@@ -24,9 +24,7 @@ use bytes::Bytes;
 use memberlist::agnostic::tokio::TokioRuntime;
 use memberlist::delegate::{CompositeDelegate, NodeDelegate, VoidDelegate};
 use memberlist::net::{NetTransport, NetTransportOptions};
-use memberlist::proto::{
-    EncryptionAlgorithm, Label, MaybeResolvedAddress, NodeId, SecretKey, State as NodeLiveness,
-};
+use memberlist::proto::{EncryptionAlgorithm, Label, MaybeResolvedAddress, NodeId, SecretKey};
 use memberlist::queue::TransmitLimitedQueue;
 use memberlist::transport::resolver::socket_addr::SocketAddrResolver;
 use memberlist::{Memberlist, Options};
@@ -148,7 +146,7 @@ pub struct GossipMember {
     pub name: String,
     /// Its gossip address.
     pub addr: SocketAddr,
-    /// `alive`, `suspect`, `dead` or `left`.
+    /// `alive` or `dead` (failed its probes, or left).
     pub state: String,
 }
 
@@ -610,6 +608,8 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// The state's change count the last snapshot covers (`u64::MAX`: none yet).
+    saved: AtomicU64,
 }
 
 impl CrdtEngine {
@@ -702,6 +702,7 @@ impl CrdtEngine {
             stop,
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            saved: AtomicU64::new(u64::MAX),
         });
         let tasks = vec![
             tokio::spawn(jobs_task(Arc::clone(&inner), jobs_rx)),
@@ -732,8 +733,18 @@ impl CrdtEngine {
         self.inner.joined.load(Ordering::Relaxed)
     }
 
-    /// Every member memberlist knows (this node included), by name.
+    /// Every member memberlist knows (this node included), by name: `alive`, or `dead` once
+    /// it failed its probes or left. (memberlist 0.8 keeps a member's suspicion to itself, so
+    /// a suspect member shows as alive until it is declared dead.)
     pub async fn members(&self) -> Vec<GossipMember> {
+        let online: Vec<Name> = self
+            .inner
+            .list
+            .online_members()
+            .await
+            .iter()
+            .map(|m| m.id().clone())
+            .collect();
         let mut out: Vec<GossipMember> = self
             .inner
             .list
@@ -743,18 +754,22 @@ impl CrdtEngine {
             .map(|m| GossipMember {
                 name: m.id().as_str().to_owned(),
                 addr: *m.address(),
-                state: match m.state() {
-                    NodeLiveness::Alive => "alive",
-                    NodeLiveness::Suspect => "suspect",
-                    NodeLiveness::Dead => "dead",
-                    NodeLiveness::Left => "left",
-                    _ => "unknown",
+                state: if online.contains(m.id()) {
+                    "alive"
+                } else {
+                    "dead"
                 }
                 .to_owned(),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Whether the last snapshot holds every change this node has (false without a folder).
+    pub fn snapshot_current(&self) -> bool {
+        self.inner.config.dir.is_some()
+            && self.inner.saved.load(Ordering::Relaxed) == self.inner.shared.state.version()
     }
 
     /// Traffic counters.
@@ -890,25 +905,20 @@ async fn tick_task(inner: Arc<Inner>, nodes: Arc<AtomicUsize>) {
     let mut snapshot_timer = tokio::time::interval(inner.config.snapshot_interval);
     cleanup_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut saved = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = cleanup_timer.tick() => {
                 let now = inner.shared.now();
-                let mut online = 0;
+                // Every member seen, whatever its state, holds tombstones back until it
+                // acknowledged them: a dead or departed node may come back with old data.
                 for m in inner.list.members().await.iter() {
                     let name = m.id().as_str();
-                    if name == inner.shared.name {
-                        continue;
-                    }
-                    // Every member seen, whatever its state, holds tombstones back until it
-                    // acknowledged them: a dead or departed node may come back with old data.
-                    inner.shared.state.note_member(name, now);
-                    if matches!(m.state(), NodeLiveness::Alive | NodeLiveness::Suspect) {
-                        online += 1;
+                    if name != inner.shared.name {
+                        inner.shared.state.note_member(name, now);
                     }
                 }
+                let online = inner.list.num_online_members().await.saturating_sub(1);
                 if online > 0 {
                     inner.joined.store(true, Ordering::Relaxed);
                 }
@@ -918,14 +928,11 @@ async fn tick_task(inner: Arc<Inner>, nodes: Arc<AtomicUsize>) {
                 cleanup(&inner);
             }
             _ = snapshot_timer.tick() => {
-                if inner.config.dir.is_some() {
-                    let version = inner.shared.state.version();
-                    if saved != Some(version) {
-                        match snapshot(&inner).await {
-                            Ok(()) => saved = Some(version),
-                            Err(e) => tracing::error!(error = %e, "kvcrdt: snapshot failed"),
-                        }
-                    }
+                if inner.config.dir.is_some()
+                    && inner.saved.load(Ordering::Relaxed) != inner.shared.state.version()
+                    && let Err(e) = snapshot(&inner).await
+                {
+                    tracing::error!(error = %e, "kvcrdt: snapshot failed");
                 }
             }
         }
@@ -959,9 +966,13 @@ async fn snapshot(inner: &Inner) -> Result<()> {
         .clone();
     let state = Arc::clone(&inner.shared.state);
     let name = inner.shared.name.clone();
+    // Read before the export: the snapshot covers at least this much.
+    let version = state.version();
     tokio::task::spawn_blocking(move || write_snapshot(&dir, &name, &state, &durable))
         .await
-        .map_err(|e| Error::internal(format!("kvcrdt: the snapshot task failed: {e}")))?
+        .map_err(|e| Error::internal(format!("kvcrdt: the snapshot task failed: {e}")))??;
+    inner.saved.store(version, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Joins the seeds, retrying every second until one answers.

@@ -123,6 +123,25 @@ impl Cli {
                 print_members(&raft["members"], Some(leader));
             }
         }
+        match v.get("gossip").filter(|g| !g.is_null()) {
+            None => println!("node {name}: no gossip engine"),
+            Some(gossip) => {
+                let joined = if gossip["joined"] == json!(true) {
+                    "joined"
+                } else {
+                    "not joined yet"
+                };
+                println!("node {name}: gossip {joined}");
+                for m in gossip["members"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<12} {:<22} {}",
+                        m["name"].as_str().unwrap_or("?"),
+                        m["addr"].as_str().unwrap_or("?"),
+                        m["state"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
         Ok(())
     }
 

@@ -201,6 +201,12 @@ fn validate(config: &PathBuf) -> ExitCode {
         eprintln!("{}: {e}", config.display());
         return ExitCode::FAILURE;
     }
+    if node.cluster.as_ref().is_some_and(|c| c.gossip.is_some())
+        && let Err(e) = store_config::crdt_node(&context)
+    {
+        eprintln!("{}: {e}", config.display());
+        return ExitCode::FAILURE;
+    }
     match node.load_registry(Registry::builder().node(context)) {
         Ok(registry) => {
             println!("ok: {} (listen on {})", config.display(), node.bind);

@@ -20,6 +20,7 @@ use store_config::{NodeConfig, Registry};
 use store_core::{
     Condition, Error, ErrorKind, ListOptions, PutOptions, SharedStore, Store, to_millis,
 };
+use store_crdt::CrdtNode;
 use store_raft::RaftNode;
 
 /// What every handler shares.
@@ -35,6 +36,7 @@ pub(crate) struct App {
     metrics: Option<Metrics>,
     /// The node's Raft engine, when its config has a `cluster.raft` section.
     raft: Option<Arc<RaftNode>>,
+    gossip: Option<Arc<CrdtNode>>,
     /// The manual clock tests move, in a `test-clock` build started with one.
     #[cfg(feature = "test-clock")]
     pub(crate) test_clock: Option<store_core::ManualClock>,
@@ -149,8 +151,8 @@ fn described(store: &SharedStore) -> serde_json::Value {
     v
 }
 
-/// 200 only when every engine the node runs can serve (the Raft engine knows a leader);
-/// otherwise 503 with what is missing.
+/// 200 only when every engine the node runs can serve (the Raft engine knows a leader, the
+/// gossip engine has joined its cluster); otherwise 503 with what is missing.
 async fn health(State(app): State<Arc<App>>) -> Response {
     let mut missing = Vec::new();
     let mut raft = serde_json::Value::Null;
@@ -159,6 +161,13 @@ async fn health(State(app): State<Arc<App>>) -> Response {
             None => missing.push("raft: the engine has not started"),
             Some(None) => missing.push("raft: no leader is known"),
             Some(Some(leader)) => raft = json!({ "leader": leader }),
+        }
+    }
+    if let Some(node) = &app.gossip {
+        match node.engine().map(|e| e.joined()) {
+            None => missing.push("gossip: the engine has not started"),
+            Some(false) => missing.push("gossip: no seed has answered yet"),
+            Some(true) => {}
         }
     }
     let stores = app.registry.store_ids().count();
@@ -188,10 +197,23 @@ async fn cluster(State(app): State<Arc<App>>) -> ApiResult {
         Some(_) => json!(raft_engine(&app)?.status().await?),
         None => serde_json::Value::Null,
     };
+    let gossip = match &app.gossip {
+        Some(node) => {
+            let engine = node
+                .engine()
+                .ok_or_else(|| Error::unavailable("the gossip engine has not started"))?;
+            json!({
+                "joined": engine.joined(),
+                "snapshot_current": engine.snapshot_current(),
+                "members": engine.members().await,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     Ok(axum::Json(json!({
         "name": app.registry.node().name(),
         "raft": raft,
-        "gossip": null,
+        "gossip": gossip,
     }))
     .into_response())
 }
@@ -588,6 +610,11 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         Some(_) => Some(store_config::raft_node(&context).map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
     };
+    // Likewise, a node with cluster.gossip is a member before any store.kv.crdt entry.
+    let gossip = match config.cluster.as_ref().and_then(|c| c.gossip.as_ref()) {
+        Some(_) => Some(store_config::crdt_node(&context).map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
     let registry = config
         .load_registry(Registry::builder().node(context))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -625,6 +652,7 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
         token,
         failures: FailureLog::default(),
         raft,
+        gossip,
         metrics: config
             .http
             .metrics

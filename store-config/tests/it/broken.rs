@@ -35,7 +35,7 @@ const fn case(
     }
 }
 
-use ErrorKind::{AlreadyExists, Invalid, NotFound, Unsupported};
+use ErrorKind::{AlreadyExists, Invalid, NotFound};
 
 const CASES: &[Case] = &[
     // 1-10: kinds and store.memory fields (the entry starts on line 3)
@@ -389,12 +389,20 @@ const CASES: &[Case] = &[
         &["must be true or false"],
     ),
     case(
-        "  - name: r\n    kind: store.kv.crdt\n    namespace: cfg\n",
-        Unsupported,
+        "  - name: r\n    kind: store.kv.crdt\n    namespace: 9lives\n",
+        Invalid,
         Some("app:r"),
-        "kind",
-        4,
-        &["kind `store.kv.crdt` is not available"],
+        "namespace",
+        5,
+        &["namespace \"9lives\": must match ^[a-z][a-z0-9._-]*$"],
+    ),
+    case(
+        "  - name: r\n    kind: store.kv.crdt\n    namespace: cfg\n    durable: sometimes\n",
+        Invalid,
+        Some("app:r"),
+        "durable",
+        6,
+        &["durable"],
     ),
     case(
         "  - name: r\n    kind: store.kv.raft\n    namespace: Bad\n",

@@ -293,10 +293,85 @@ const RAFT_ENTRY: &str =
 
 /// A node file `node_yaml` (naming `./app.yaml`) and `RAFT_ENTRY` as `app.yaml` in `dir`, loaded.
 fn raft_node_config(dir: &TempDir, node_yaml: &str) -> NodeConfig {
+    node_config(dir, node_yaml, RAFT_ENTRY)
+}
+
+/// A node file `node_yaml` (naming `./app.yaml`) and `entries` as `app.yaml` in `dir`, loaded.
+fn node_config(dir: &TempDir, node_yaml: &str, entries: &str) -> NodeConfig {
     let node = dir.path().join("node.yaml");
     std::fs::write(&node, node_yaml).expect("write node.yaml");
-    std::fs::write(dir.path().join("app.yaml"), RAFT_ENTRY).expect("write app.yaml");
+    std::fs::write(dir.path().join("app.yaml"), entries).expect("write app.yaml");
     NodeConfig::load(&node).expect("a valid node file")
+}
+
+const CRDT_ENTRY: &str = "namespace: app\nentries:\n  - name: sessions\n    kind: store.kv.crdt\n    namespace: sessions\n    durable: true\n";
+
+#[test]
+fn a_crdt_entry_on_a_node_without_cluster_gossip_names_the_entry_and_the_section() {
+    let text = Registry::builder()
+        .load_str("app.yaml", CRDT_ENTRY)
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("entry `app:sessions`"), "{text}");
+    assert!(text.contains("`cluster.gossip` section"), "{text}");
+
+    let dir = TempDir::new("config-crdt");
+    let config = node_config(
+        &dir,
+        "cluster:\n  name: n1\n  raft:\n    bind: 127.0.0.1:7800\n    initial_members: {n1: 127.0.0.1:7800}\nregistry: [./app.yaml]\n",
+        CRDT_ENTRY,
+    );
+    let errors = registry_errors(&config);
+    assert!(errors.contains("app.yaml"), "{errors}");
+    assert!(errors.contains("entry `app:sessions`"), "{errors}");
+    assert!(
+        errors.contains("this node's `cluster` has none"),
+        "{errors}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crdt_entry_serves_once_the_registry_starts_and_snapshots_at_shutdown() {
+    let dir = TempDir::new("config-crdt");
+    let port = store_testkit::free_port();
+    let config = node_config(
+        &dir,
+        &format!(
+            "data_dir: ./data\ncluster:\n  name: n1\n  gossip:\n    bind: 127.0.0.1:{port}\n    snapshot_interval: 10m\nregistry: [./app.yaml]\n"
+        ),
+        CRDT_ENTRY,
+    );
+    let gossip = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.gossip.as_ref())
+        .unwrap();
+    assert_eq!(gossip.snapshot_interval, Duration::from_secs(600));
+    let registry = config
+        .load_registry(Registry::builder().node(config.context()))
+        .unwrap();
+    let store = registry.store("app:sessions").unwrap();
+    let info = store.info();
+    assert_eq!(info.backend.as_str(), "kv.crdt");
+    assert_eq!(info.consistency.as_str(), "eventual");
+    assert!(info.durable && !info.capabilities.conditional_put);
+    let before = store.get("k").await.unwrap_err();
+    assert_eq!(
+        before.kind(),
+        ErrorKind::Unavailable,
+        "not started yet: {before}"
+    );
+
+    registry.start().await.unwrap();
+    store
+        .set("k", Bytes::from_static(b"v"), None)
+        .await
+        .unwrap();
+    assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    let snapshot = dir.path().join("data/_sys/kvcrdt/state.snap");
+    assert!(!snapshot.exists(), "the interval is ten minutes");
+    registry.shutdown().await;
+    assert!(snapshot.is_file(), "written at shutdown");
 }
 
 /// The errors of loading `config`'s registry in its own node context.

@@ -327,13 +327,23 @@ async fn tombstones_are_collected_once_every_member_acknowledged_them_and_not_be
     }
     converged(&cluster, "plain").await;
     cluster.kill(2).await;
+    let e1 = engine(&cluster, 0);
+    eventually("n1 finds n3 dead", || {
+        let e1 = e1.clone();
+        async move {
+            e1.members()
+                .await
+                .iter()
+                .any(|m| m.name == "n3" && m.state == "dead")
+        }
+    })
+    .await;
     for k in 0..20 {
         n1.delete(&format!("k{k}")).await.expect("delete");
     }
     let state = converged(&cluster, "plain").await;
     assert!(state.is_empty());
     // Several exchanges and cleanups later, n3 (down, not departed) still holds them back.
-    let e1 = engine(&cluster, 0);
     let seen = e1.traffic().exchanges.load(Ordering::Relaxed);
     eventually("five more exchanges", || {
         let e1 = e1.clone();

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod e2e;
+mod gossip;
 mod remote;
 
 use std::path::Path;
