@@ -1,9 +1,10 @@
 //! [`CrdtEngine`]: the node-wide gossip engine. memberlist keeps the membership and carries
 //! three kinds of traffic for it:
 //!
-//! - **broadcasts**: every local write (and every write learned from a broadcast that changed
-//!   this node's state) is queued in a transmit-limited queue and piggybacked on memberlist's
-//!   gossip packets, each retransmitted `retransmit_mult · log(N+1)` times to random peers;
+//! - **broadcasts**: a flusher task packs the registers of keys written here into messages of
+//!   about one UDP packet, sends each at once to every online member, and queues it in a
+//!   transmit-limited queue that piggybacks it on memberlist's gossip packets
+//!   `retransmit_mult · log(N+1)` more times to random peers (a lost packet is repeated);
 //!   writes too large for a packet go to every online member over TCP instead;
 //! - **anti-entropy**: on every push/pull (every `push_pull_interval`, and at join) both sides
 //!   send their 512 shard digests; each side then sends the other, over TCP, the registers of the
@@ -22,9 +23,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use memberlist::agnostic::tokio::TokioRuntime;
-use memberlist::delegate::{CompositeDelegate, NodeDelegate, VoidDelegate};
+use memberlist::delegate::{CompositeDelegate, EventDelegate, NodeDelegate, VoidDelegate};
 use memberlist::net::{NetTransport, NetTransportOptions};
-use memberlist::proto::{EncryptionAlgorithm, Label, MaybeResolvedAddress, NodeId, SecretKey};
+use memberlist::proto::{
+    EncryptionAlgorithm, Label, MaybeResolvedAddress, NodeId, NodeState, SecretKey,
+};
 use memberlist::queue::TransmitLimitedQueue;
 use memberlist::transport::resolver::socket_addr::SocketAddrResolver;
 use memberlist::{Memberlist, Options};
@@ -36,7 +39,7 @@ use tokio::task::JoinHandle;
 use crate::bound::BoundTcp;
 use crate::hlc::Hlc;
 use crate::hlc::node_id;
-use crate::state::{Merged, Reg, State, Update};
+use crate::state::{Merged, Space, State, Update};
 
 /// Longest node name memberlist carries.
 const NAME_MAX: usize = 64;
@@ -49,15 +52,18 @@ type Delegate = CompositeDelegate<
     SocketAddr,
     VoidDelegate<Name, SocketAddr>,
     VoidDelegate<Name, SocketAddr>,
-    VoidDelegate<Name, SocketAddr>,
+    Membership,
     VoidDelegate<Name, SocketAddr>,
     Gossip,
 >;
 type List = Memberlist<Transport, Delegate>;
 type Queue = TransmitLimitedQueue<Bcast, Arc<AtomicUsize>>;
 
-/// Encoded updates up to this size ride on gossip packets; larger ones go over TCP.
-const MAX_GOSSIP_UPDATE: usize = 1000;
+/// Gossip messages are packed up to this size (a UDP packet of 1400 bytes, less memberlist's
+/// framing, label and encryption); a single update larger than it goes over TCP.
+const MAX_GOSSIP_MESSAGE: usize = 1100;
+/// Written keys waiting for the flusher at most; beyond, anti-entropy carries them.
+const MAX_PENDING: usize = 100_000;
 /// Anti-entropy sends differing registers in messages of about this size.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Queued broadcasts kept at most (the oldest beyond are dropped; anti-entropy repairs them).
@@ -159,6 +165,8 @@ pub struct Traffic {
     pub repair_bytes: AtomicU64,
     /// Push/pull exchanges merged.
     pub exchanges: AtomicU64,
+    /// Writes not broadcast because the flusher was too far behind (anti-entropy carries them).
+    pub unsent: AtomicU64,
 }
 
 /// What the engine tells its background task to send.
@@ -173,7 +181,7 @@ enum Job {
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Msg {
-    /// Updates from the broadcast queue: whoever they change passes them on.
+    /// Updates broadcast by their writer (directly and through the gossip queue).
     Gossip(Vec<Update>),
     /// Updates sent point to point (large writes, anti-entropy): merged, not passed on. `from`
     /// is where the sender listens.
@@ -209,23 +217,23 @@ fn decode<'a, T: Deserialize<'a>>(buf: &'a [u8]) -> Option<T> {
     }
 }
 
-/// One queued broadcast: the encoded update of one key. A later update of the key replaces it.
+/// One queued broadcast: a packed message of updates.
 #[derive(Debug)]
 struct Bcast {
-    id: String,
+    id: u64,
     msg: Bytes,
 }
 
 impl memberlist::Broadcast for Bcast {
-    type Id = String;
+    type Id = u64;
     type Message = Bytes;
 
-    fn id(&self) -> Option<&String> {
+    fn id(&self) -> Option<&u64> {
         Some(&self.id)
     }
 
-    fn invalidates(&self, other: &Self) -> bool {
-        self.id == other.id
+    fn invalidates(&self, _other: &Self) -> bool {
+        false
     }
 
     fn message(&self) -> &Bytes {
@@ -255,47 +263,41 @@ pub(crate) struct Shared {
     /// Online members other than this node; 0 means nobody to broadcast to.
     peers_online: Arc<AtomicUsize>,
     jobs: mpsc::UnboundedSender<Job>,
+    /// Keys written here since the flusher last ran.
+    outbox: Mutex<Vec<(Arc<Space>, Box<str>)>>,
+    flush: tokio::sync::Notify,
+    /// Ids of queued broadcasts.
+    next_broadcast: AtomicU64,
     pub(crate) traffic: Traffic,
     retention_ms: u64,
+    /// Called with (namespace, key) for every register a peer's message changed here.
+    merge_hook: OnceLock<MergeHook>,
 }
+
+type MergeHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 impl Shared {
     fn now(&self) -> u64 {
         self.clock.now_ms()
     }
 
-    /// Spreads a register just written or learned from gossip.
-    pub(crate) async fn publish(&self, ns: &str, key: &str, reg: &Reg) {
+    /// Queues a key just written here for the flusher, which sends its register to every
+    /// online peer and queues it for gossip. Cheap: the encoding happens off the write path.
+    pub(crate) fn publish(&self, space: &Arc<Space>, key: &str) {
         if self.peers_online.load(Ordering::Relaxed) == 0 {
             // Nobody to tell now; whoever joins later gets it by anti-entropy.
             return;
         }
-        let update = Update {
-            ns: ns.to_owned(),
-            key: key.to_owned(),
-            reg: reg.clone(),
-        };
-        let msg = encode(WIRE_VERSION, &Msg::Gossip(vec![update]));
-        if msg.len() > MAX_GOSSIP_UPDATE {
-            let Some(Msg::Gossip(updates)) = decode::<Msg>(&msg) else {
+        {
+            let mut pending = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() >= MAX_PENDING {
+                // The flusher is behind: anti-entropy repairs what is not sent.
+                self.traffic.unsent.fetch_add(1, Ordering::Relaxed);
                 return;
-            };
-            let direct = encode(
-                WIRE_VERSION,
-                &Msg::Direct {
-                    from: self.advertise,
-                    updates,
-                },
-            );
-            // The receiver task lives as long as the engine; a closed channel means shutdown.
-            let _ = self.jobs.send(Job::Large(direct));
-            return;
+            }
+            pending.push((Arc::clone(space), key.into()));
         }
-        let mut id = String::with_capacity(ns.len() + key.len() + 1);
-        id.push_str(ns);
-        id.push('\0');
-        id.push_str(key);
-        self.queue.queue_broadcast(Bcast { id, msg }).await;
+        self.flush.notify_one();
     }
 
     /// Merges updates; returns those that changed this node's state, and tells `from` (when
@@ -313,7 +315,12 @@ impl Shared {
                 .state
                 .merge(&space, &u.key, u.reg.clone(), now, self.retention_ms)
             {
-                Merged::Changed => changed.push(u),
+                Merged::Changed => {
+                    if let Some(hook) = self.merge_hook.get() {
+                        hook(&u.ns, &u.key);
+                    }
+                    changed.push(u);
+                }
                 Merged::Collected if u.reg.val.value.is_none() => {
                     collected.push((u.ns, u.key, u.reg.marker));
                 }
@@ -328,13 +335,40 @@ impl Shared {
     }
 }
 
+/// Keeps the count of online peers current as members join and leave, so a write made just
+/// after a join is broadcast.
+pub(crate) struct Membership {
+    name: String,
+    peers_online: Arc<AtomicUsize>,
+}
+
+impl EventDelegate for Membership {
+    type Id = Name;
+    type Address = SocketAddr;
+
+    async fn notify_join(&self, node: Arc<NodeState<Name, SocketAddr>>) {
+        if node.id().as_str() != self.name {
+            self.peers_online.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn notify_leave(&self, node: Arc<NodeState<Name, SocketAddr>>) {
+        if node.id().as_str() != self.name {
+            // Saturating: the periodic recount is the authority.
+            let _ = self
+                .peers_online
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    async fn notify_update(&self, _node: Arc<NodeState<Name, SocketAddr>>) {}
+}
+
 impl NodeDelegate for Gossip {
     async fn notify_message(&self, msg: Cow<'_, [u8]>) {
         match decode::<Msg>(&msg) {
             Some(Msg::Gossip(updates)) => {
-                for u in self.shared.merge_all(updates, None) {
-                    self.shared.publish(&u.ns, &u.key, &u.reg).await;
-                }
+                self.shared.merge_all(updates, None);
             }
             Some(Msg::Direct { from, updates }) => {
                 self.shared.merge_all(updates, Some(from));
@@ -657,12 +691,21 @@ impl CrdtEngine {
             queue: TransmitLimitedQueue::new(4, Arc::clone(&nodes)),
             peers_online: Arc::new(AtomicUsize::new(0)),
             jobs,
+            outbox: Mutex::new(Vec::new()),
+            flush: tokio::sync::Notify::new(),
+            next_broadcast: AtomicU64::new(0),
             traffic: Traffic::default(),
             retention_ms: millis(config.tombstone_retention),
+            merge_hook: OnceLock::new(),
         });
-        let delegate = CompositeDelegate::new().with_node_delegate(Gossip {
-            shared: Arc::clone(&shared),
-        });
+        let delegate = CompositeDelegate::new()
+            .with_event_delegate(Membership {
+                name: config.name.clone(),
+                peers_online: Arc::clone(&shared.peers_online),
+            })
+            .with_node_delegate(Gossip {
+                shared: Arc::clone(&shared),
+            });
         let mut transport = NetTransportOptions::<
             Name,
             SocketAddrResolver<TokioRuntime>,
@@ -708,6 +751,7 @@ impl CrdtEngine {
             tokio::spawn(jobs_task(Arc::clone(&inner), jobs_rx)),
             tokio::spawn(tick_task(Arc::clone(&inner), nodes)),
             tokio::spawn(join_task(Arc::clone(&inner))),
+            tokio::spawn(flush_task(Arc::clone(&inner))),
         ];
         *inner.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
         tracing::info!(name = %inner.shared.name, bind = %inner.config.bind, "kvcrdt: gossip engine started");
@@ -764,6 +808,14 @@ impl CrdtEngine {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// Calls `hook` with (namespace, key) whenever a message from a peer changes a register on
+    /// this node (once per engine; later calls do nothing). For measurements: the benchmark
+    /// times how long a write takes to become visible on every node.
+    #[doc(hidden)]
+    pub fn on_merge(&self, hook: impl Fn(&str, &str) + Send + Sync + 'static) {
+        let _ = self.inner.shared.merge_hook.set(Box::new(hook));
     }
 
     /// Whether the last snapshot holds every change this node has (false without a folder).
@@ -837,6 +889,90 @@ impl CrdtEngine {
             let _ = t.await;
         }
         true
+    }
+}
+
+/// Sends the registers of keys written here: packed into messages of at most
+/// [`MAX_GOSSIP_MESSAGE`] bytes, each sent at once to every online peer (UDP) and queued for
+/// gossip, which retransmits it to random peers a few times more; an update too large for a
+/// message goes to every online peer over TCP. Writes that arrive while a batch is being sent
+/// wait for the next batch, so a busy node sends fewer, fuller packets.
+async fn flush_task(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = inner.shared.flush.notified() => {}
+        }
+        let batch = std::mem::take(
+            &mut *inner
+                .shared
+                .outbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if batch.is_empty() {
+            continue;
+        }
+        let state = &inner.shared.state;
+        let me = *inner.list.advertise_address();
+        let peers: Vec<SocketAddr> = inner
+            .list
+            .online_members()
+            .await
+            .iter()
+            .map(|m| *m.address())
+            .filter(|a| *a != me)
+            .collect();
+        let mut messages = Vec::new();
+        let mut current: Vec<Update> = Vec::new();
+        let mut size = 0;
+        for (space, key) in batch {
+            let Some(reg) = state.register(&space, &key) else {
+                continue;
+            };
+            let update = Update {
+                ns: space.name().to_owned(),
+                key: key.into(),
+                reg,
+            };
+            let estimate = update.ns.len()
+                + update.key.len()
+                + update.reg.val.value.as_ref().map_or(0, Bytes::len)
+                + 40;
+            if estimate > MAX_GOSSIP_MESSAGE {
+                let direct = encode(
+                    WIRE_VERSION,
+                    &Msg::Direct {
+                        from: inner.shared.advertise,
+                        updates: vec![update],
+                    },
+                );
+                let _ = inner.shared.jobs.send(Job::Large(direct));
+                continue;
+            }
+            if size + estimate > MAX_GOSSIP_MESSAGE && !current.is_empty() {
+                messages.push(encode(
+                    WIRE_VERSION,
+                    &Msg::Gossip(std::mem::take(&mut current)),
+                ));
+                size = 0;
+            }
+            size += estimate;
+            current.push(update);
+        }
+        if !current.is_empty() {
+            messages.push(encode(WIRE_VERSION, &Msg::Gossip(current)));
+        }
+        for msg in messages {
+            for peer in &peers {
+                if let Err(e) = inner.list.send(peer, msg.clone()).await {
+                    tracing::debug!(peer = %peer, error = %e, "kvcrdt: a broadcast packet was not sent; gossip and anti-entropy repeat it");
+                }
+            }
+            let id = inner.shared.next_broadcast.fetch_add(1, Ordering::Relaxed);
+            inner.shared.queue.queue_broadcast(Bcast { id, msg }).await;
+        }
     }
 }
 

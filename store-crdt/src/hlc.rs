@@ -1,6 +1,6 @@
 //! The hybrid logical clock that orders every write: `(physical ms, logical counter, node id)`.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +38,8 @@ impl Hlc {
 #[derive(Debug)]
 pub struct HlcClock {
     node: u64,
-    last: Mutex<(u64, u16)>,
+    /// The last reading as a version (`ms << 11 | logical`), updated lock-free.
+    last: AtomicU64,
 }
 
 impl HlcClock {
@@ -46,7 +47,7 @@ impl HlcClock {
     pub fn new(node: u64) -> Self {
         Self {
             node,
-            last: Mutex::new((0, 0)),
+            last: AtomicU64::new(0),
         }
     }
 
@@ -58,37 +59,36 @@ impl HlcClock {
     /// A reading for a local event at wall-clock time `wall_ms`: the wall clock when it is
     /// ahead of everything seen, else the last reading plus one logical tick.
     pub fn tick(&self, wall_ms: u64) -> Hlc {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (ms, logical) = *last;
-        let next = if wall_ms > ms {
-            (wall_ms, 0)
-        } else if logical < LOGICAL_MAX {
-            (ms, logical + 1)
-        } else {
-            (ms + 1, 0)
-        };
-        *last = next;
-        Hlc {
-            ms: next.0,
-            logical: next.1,
-            node: self.node,
+        let wall = wall_ms.min(MAX_MS) << LOGICAL_BITS;
+        let mut last = self.last.load(Ordering::Acquire);
+        loop {
+            // One more logical tick overflows into the milliseconds by itself.
+            let next = wall.max(last + 1);
+            match self
+                .last
+                .compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    return Hlc {
+                        ms: next >> LOGICAL_BITS,
+                        logical: (next & u64::from(LOGICAL_MAX)) as u16,
+                        node: self.node,
+                    };
+                }
+                Err(seen) => last = seen,
+            }
         }
     }
 
     /// Takes a reading from elsewhere into account: every later [`tick`](Self::tick) is greater.
     pub fn observe(&self, seen: &Hlc) {
-        let mut last = self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if (seen.ms, seen.logical) > *last {
-            *last = (seen.ms, seen.logical);
-        }
+        self.last
+            .fetch_max(seen.version().min(MAX_MS << LOGICAL_BITS), Ordering::AcqRel);
     }
 }
+
+/// Milliseconds a reading holds at most (42 bits: the year 2109), so a version stays below 2⁵³.
+const MAX_MS: u64 = (1 << 42) - 1;
 
 /// A stable 64-bit id for a node name (FNV-1a, then mixed), the same in every build.
 pub fn node_id(name: &str) -> u64 {

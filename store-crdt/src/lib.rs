@@ -9,9 +9,10 @@
 //!   the value and its absolute deadline; a delete writes a tombstone. Merging keeps the later
 //!   marker, so it is commutative, associative and idempotent: nodes that saw the same writes in
 //!   any order hold the same state. A version is the marker as a `u64` (`ms << 11 | logical`).
-//! - **Spreading** ([memberlist]): a write applies locally at once and is queued for gossip
-//!   (retransmitted to several random peers; a node that learns something new from gossip
-//!   passes it on); writes too large for a packet go over TCP to every online member.
+//! - **Spreading** ([memberlist]): a write applies locally at once; a background flusher packs
+//!   written registers into packet-sized messages, sends each to every online member and queues
+//!   it for gossip, which retransmits it to several random peers; writes too large for a packet
+//!   go over TCP to every online member.
 //!   Anti-entropy on every push/pull compares 512 shard digests and sends only the shards that
 //!   differ.
 //! - **Expiry**: every replica judges the register's deadline by its own clock; expired values

@@ -3,7 +3,7 @@
 //!
 //! Lock order: a namespace's map, then a shard. Nothing takes a map while holding a shard.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -55,15 +55,23 @@ pub(crate) struct Slot {
 
 #[derive(Debug, Default)]
 struct SpaceData {
-    map: BTreeMap<Box<str>, Slot>,
+    /// Point reads and writes: hashing beats comparing keys down a tree.
+    map: HashMap<Arc<str>, Slot>,
+    /// Every key of `map`, ordered for `list`.
+    order: BTreeSet<Arc<str>>,
     /// `(deadline, key)` of every live value with a deadline.
-    expiry: BTreeSet<(u64, Box<str>)>,
+    expiry: BTreeSet<(u64, Arc<str>)>,
     /// Values (not tombstones) held, and the bytes of their keys and values.
     values: u64,
     bytes: u64,
 }
 
 impl SpaceData {
+    fn remove(&mut self, key: &str) {
+        self.map.remove(key);
+        self.order.remove(key);
+    }
+
     fn count(&mut self, key: &str, cell: &Cell, sign: i64) {
         if let Some(v) = &cell.value {
             let bytes = (key.len() + v.len()) as u64;
@@ -78,17 +86,37 @@ impl SpaceData {
     }
 }
 
+/// How many parts a namespace's keys are spread over (by key hash), each behind its own lock,
+/// so operations on different keys rarely meet.
+const PARTS: usize = 16;
+
+/// Keeps each part's lock on its own cache lines so two cores never fight over one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
 /// One namespace's keys.
 #[derive(Debug)]
 pub(crate) struct Space {
     name: Arc<str>,
-    data: RwLock<SpaceData>,
+    parts: Box<[Padded<RwLock<SpaceData>>]>,
 }
 
 impl Space {
     /// The namespace.
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The part holding the key with this [`key_hash`].
+    fn part(&self, hash: u64) -> &RwLock<SpaceData> {
+        // The high bits: the low ones choose the digest shard.
+        &self.parts[(hash >> 40) as usize % PARTS].0
+    }
+
+    fn part_of(&self, key: &str) -> (u64, &RwLock<SpaceData>) {
+        let hash = key_hash(&self.name, key);
+        (hash, self.part(hash))
     }
 }
 
@@ -98,7 +126,7 @@ struct Tomb {
     seq: u64,
     at_ms: u64,
     space: Arc<Space>,
-    key: Box<str>,
+    key: Arc<str>,
     hlc: Hlc,
 }
 
@@ -241,7 +269,7 @@ impl State {
         Arc::clone(spaces.entry(Arc::from(name)).or_insert_with(|| {
             Arc::new(Space {
                 name: Arc::from(name),
-                data: RwLock::new(SpaceData::default()),
+                parts: (0..PARTS).map(|_| Padded::default()).collect(),
             })
         }))
     }
@@ -252,22 +280,29 @@ impl State {
     }
 
     /// The register of `key`, whatever its state.
-    #[cfg(test)]
-    pub(crate) fn slot(&self, space: &Space, key: &str) -> Option<Reg> {
-        read(&space.data).map.get(key).map(|s| s.reg.clone())
+    pub(crate) fn register(&self, space: &Space, key: &str) -> Option<Reg> {
+        read(space.part_of(key).1)
+            .map
+            .get(key)
+            .map(|s| s.reg.clone())
     }
 
-    /// Applies `f` to the live value of `key` at `now_ms`, if any, under the read lock.
+    /// Applies `f` to the value of `key` if it is live, under the read lock; `now_ms` is read
+    /// only for a value with a deadline.
     pub(crate) fn with_live<R>(
         &self,
         space: &Space,
         key: &str,
-        now_ms: u64,
+        now_ms: impl FnOnce() -> u64,
         f: impl FnOnce(&Bytes, &Reg) -> R,
     ) -> Option<R> {
-        let data = read(&space.data);
+        let data = read(space.part_of(key).1);
         let slot = data.map.get(key)?;
-        slot.reg.val.live(now_ms).map(|v| f(v, &slot.reg))
+        let value = slot.reg.val.value.as_ref()?;
+        match slot.reg.val.expires_at {
+            Some(deadline) if now_ms() >= deadline => None,
+            _ => Some(f(value, &slot.reg)),
+        }
     }
 
     /// Live registers of `space` whose keys start with `prefix`, from `start` (excluded when
@@ -281,19 +316,30 @@ impl State {
         limit: usize,
         now_ms: u64,
     ) -> Vec<(String, Reg)> {
-        let data = read(&space.data);
         let lower = if exclusive {
             Bound::Excluded(start)
         } else {
             Bound::Included(start)
         };
-        data.map
-            .range::<str, _>((lower, Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .filter(|(_, s)| s.reg.val.live(now_ms).is_some())
-            .take(limit.saturating_add(1))
-            .map(|(k, s)| (k.to_string(), s.reg.clone()))
-            .collect()
+        let wanted = limit.saturating_add(1);
+        // Each part's first `wanted` matches, merged: every part is read under its own lock
+        // in turn, so a page is ordered but not one instant's snapshot of the namespace.
+        let mut found: Vec<(String, Reg)> = Vec::new();
+        for part in space.parts.iter() {
+            let data = read(&part.0);
+            found.extend(
+                data.order
+                    .range::<str, _>((lower, Bound::Unbounded))
+                    .take_while(|k| k.starts_with(prefix))
+                    .filter_map(|k| data.map.get(&**k).map(|s| (k, s)))
+                    .filter(|(_, s)| s.reg.val.live(now_ms).is_some())
+                    .take(wanted)
+                    .map(|(k, s)| (k.to_string(), s.reg.clone())),
+            );
+        }
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        found.truncate(wanted);
+        found
     }
 
     /// A local write at wall-clock `now_ms`: stamps the next clock reading and stores `cell`
@@ -305,7 +351,8 @@ impl State {
         cell: Cell,
         now_ms: u64,
     ) -> Written {
-        let mut data = write(&space.data);
+        let (hash, part) = space.part_of(key);
+        let mut data = write(part);
         let current = data.map.get(key);
         let was_live = current.is_some_and(|s| s.reg.val.live(now_ms).is_some());
         if cell.value.is_none()
@@ -320,7 +367,7 @@ impl State {
             val: cell,
             marker: self.hlc.tick(now_ms),
         };
-        self.store(&mut data, space, key, reg.clone(), now_ms);
+        self.store(&mut data, space, key, hash, reg.clone(), now_ms);
         Written { reg, was_live }
     }
 
@@ -337,7 +384,8 @@ impl State {
         retention_ms: u64,
     ) -> Merged {
         self.hlc.observe(&reg.marker);
-        let mut data = write(&space.data);
+        let (hash, part) = space.part_of(key);
+        let mut data = write(part);
         match data.map.get(key) {
             Some(slot) if slot.reg.marker >= reg.marker => return Merged::Unchanged,
             Some(_) => {}
@@ -353,14 +401,14 @@ impl State {
                 }
             }
         }
-        self.store(&mut data, space, key, reg, now_ms);
+        self.store(&mut data, space, key, hash, reg, now_ms);
         Merged::Changed
     }
 
     /// A peer collected the tombstone `hlc` of `key`, so every member acknowledged it: this
     /// node may drop its copy too. Returns whether it did.
     pub(crate) fn peer_collected(&self, space: &Space, key: &str, hlc: &Hlc, now_ms: u64) -> bool {
-        let mut data = write(&space.data);
+        let mut data = write(space.part_of(key).1);
         let Some(slot) = data.map.get(key) else {
             return false;
         };
@@ -368,7 +416,7 @@ impl State {
             return false;
         }
         let hash = slot.hash;
-        data.map.remove(key);
+        data.remove(key);
         self.forget(space, key, hash, *hlc, now_ms);
         true
     }
@@ -399,23 +447,32 @@ impl State {
 
     /// Stores `reg` over whatever `key` held (the caller checked it is later), keeping the
     /// expiry index, the shard digest and the tombstone queue in step.
-    fn store(&self, data: &mut SpaceData, space: &Arc<Space>, key: &str, reg: Reg, now_ms: u64) {
-        let hash;
-        let old = match data.map.get_mut(key) {
-            Some(slot) => {
-                hash = slot.hash;
-                Some(std::mem::replace(&mut slot.reg, reg.clone()))
+    fn store(
+        &self,
+        data: &mut SpaceData,
+        space: &Arc<Space>,
+        key: &str,
+        hash: u64,
+        reg: Reg,
+        now_ms: u64,
+    ) {
+        let (old, shared_key) = match data.map.get_key_value(key) {
+            Some((k, _)) => {
+                let k = Arc::clone(k);
+                let slot = data.map.get_mut(key);
+                (slot.map(|s| std::mem::replace(&mut s.reg, reg.clone())), k)
             }
             None => {
-                hash = key_hash(&space.name, key);
+                let k: Arc<str> = Arc::from(key);
                 data.map.insert(
-                    key.into(),
+                    Arc::clone(&k),
                     Slot {
                         reg: reg.clone(),
                         hash,
                     },
                 );
-                None
+                data.order.insert(Arc::clone(&k));
+                (None, k)
             }
         };
         if let Some(old) = &old {
@@ -427,10 +484,10 @@ impl State {
             .filter(|o| o.val.value.is_some())
             .and_then(|o| o.val.expires_at)
         {
-            data.expiry.remove(&(deadline, Box::from(key)));
+            data.expiry.remove(&(deadline, Arc::clone(&shared_key)));
         }
         if let (Some(_), Some(deadline)) = (&reg.val.value, reg.val.expires_at) {
-            data.expiry.insert((deadline, Box::from(key)));
+            data.expiry.insert((deadline, Arc::clone(&shared_key)));
         }
         let mut shard = lock(&self.shards[shard_of(hash)]);
         if let Some(old) = &old {
@@ -444,7 +501,7 @@ impl State {
                 seq,
                 at_ms: now_ms,
                 space: Arc::clone(space),
-                key: key.into(),
+                key: shared_key,
                 hlc: reg.marker,
             });
         }
@@ -455,32 +512,34 @@ impl State {
     pub(crate) fn expire(&self, now_ms: u64, max: usize) -> usize {
         let mut done = 0;
         for space in self.spaces() {
-            let mut data = write(&space.data);
-            while done < max {
-                let Some((deadline, key)) = data.expiry.first().cloned() else {
-                    break;
-                };
-                if deadline > now_ms {
-                    break;
+            for part in space.parts.iter() {
+                let mut data = write(&part.0);
+                while done < max {
+                    let Some((deadline, key)) = data.expiry.first().cloned() else {
+                        break;
+                    };
+                    if deadline > now_ms {
+                        break;
+                    }
+                    data.expiry.pop_first();
+                    let Some(slot) = data.map.get_mut(&key) else {
+                        continue;
+                    };
+                    let old = std::mem::replace(&mut slot.reg.val, Cell::TOMBSTONE);
+                    let (hash, hlc) = (slot.hash, slot.reg.marker);
+                    data.count(&key, &old, -1);
+                    let mut shard = lock(&self.shards[shard_of(hash)]);
+                    shard.seq += 1;
+                    let seq = shard.seq;
+                    shard.tombs.push_back(Tomb {
+                        seq,
+                        at_ms: now_ms,
+                        space: Arc::clone(&space),
+                        key,
+                        hlc,
+                    });
+                    done += 1;
                 }
-                data.expiry.pop_first();
-                let Some(slot) = data.map.get_mut(&key) else {
-                    continue;
-                };
-                let old = std::mem::replace(&mut slot.reg.val, Cell::TOMBSTONE);
-                let (hash, hlc) = (slot.hash, slot.reg.marker);
-                data.count(&key, &old, -1);
-                let mut shard = lock(&self.shards[shard_of(hash)]);
-                shard.seq += 1;
-                let seq = shard.seq;
-                shard.tombs.push_back(Tomb {
-                    seq,
-                    at_ms: now_ms,
-                    space: Arc::clone(&space),
-                    key,
-                    hlc,
-                });
-                done += 1;
             }
         }
         done
@@ -573,15 +632,15 @@ impl State {
                 due
             };
             for t in due {
-                let mut data = write(&t.space.data);
-                let Some(slot) = data.map.get(&t.key) else {
+                let mut data = write(t.space.part_of(&t.key).1);
+                let Some(slot) = data.map.get(&*t.key) else {
                     continue;
                 };
                 if slot.reg.marker != t.hlc || slot.reg.val.value.is_some() {
                     continue;
                 }
                 let hash = slot.hash;
-                data.map.remove(&t.key);
+                data.remove(&t.key);
                 self.forget(&t.space, &t.key, hash, t.hlc, now_ms);
                 dropped += 1;
             }
@@ -605,14 +664,16 @@ impl State {
             if spaces.is_some_and(|names| !names.iter().any(|n| **n == *space.name)) {
                 continue;
             }
-            let data = read(&space.data);
-            for (key, slot) in &data.map {
-                if wanted.as_ref().is_none_or(|w| w[shard_of(slot.hash)]) {
-                    out.push(Update {
-                        ns: space.name.to_string(),
-                        key: key.to_string(),
-                        reg: slot.reg.clone(),
-                    });
+            for part in space.parts.iter() {
+                let data = read(&part.0);
+                for (key, slot) in &data.map {
+                    if wanted.as_ref().is_none_or(|w| w[shard_of(slot.hash)]) {
+                        out.push(Update {
+                            ns: space.name.to_string(),
+                            key: key.to_string(),
+                            reg: slot.reg.clone(),
+                        });
+                    }
                 }
             }
         }
@@ -632,8 +693,10 @@ impl State {
     /// Values stored in `space` (not tombstones; expired ones until cleanup turns them into
     /// tombstones) and the bytes of their keys and values.
     pub(crate) fn usage(&self, space: &Space) -> (u64, u64) {
-        let data = read(&space.data);
-        (data.values, data.bytes)
+        space.parts.iter().fold((0, 0), |(values, bytes), part| {
+            let data = read(&part.0);
+            (values + data.values, bytes + data.bytes)
+        })
     }
 }
 
@@ -659,7 +722,7 @@ mod tests {
         b.merge(&sb, "k", w2.clone(), 0, 0);
         b.merge(&sb, "k", w1, 0, 0);
         assert_eq!(a.digests(), b.digests());
-        assert_eq!(b.slot(&sb, "k"), Some(w2));
+        assert_eq!(b.register(&sb, "k"), Some(w2));
     }
 
     #[test]
@@ -678,7 +741,7 @@ mod tests {
         assert_eq!(s.tombstones(), 1);
         // A single node acknowledges alone: collected.
         assert_eq!(s.collect(100, 0, 0), 1);
-        assert!(s.slot(&space, "k").is_none());
+        assert!(s.register(&space, "k").is_none());
     }
 
     #[test]

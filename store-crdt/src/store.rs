@@ -133,7 +133,7 @@ impl CrdtStore {
             expires_at: validate::deadline(now, ttl_ms),
         };
         let written = self.state.write_local(&self.space, key, cell, now);
-        shared.publish(self.space.name(), key, &written.reg).await;
+        shared.publish(&self.space, key);
         Ok(Self::entry_of(key, &value, &written.reg))
     }
 
@@ -146,26 +146,29 @@ impl CrdtStore {
 impl Store for CrdtStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         validate::key_for(&self.capabilities(), key)?;
-        let now = self.now()?;
+        let clock = &self.shared()?.clock;
         Ok(self
             .state
-            .with_live(&self.space, key, now, |v, _| v.clone()))
+            .with_live(&self.space, key, || clock.now_ms(), |v, _| v.clone()))
     }
 
     async fn entry(&self, key: &str) -> Result<Option<Entry>> {
         validate::key_for(&self.capabilities(), key)?;
-        let now = self.now()?;
-        Ok(self
-            .state
-            .with_live(&self.space, key, now, |v, reg| Self::entry_of(key, v, reg)))
+        let clock = &self.shared()?.clock;
+        Ok(self.state.with_live(
+            &self.space,
+            key,
+            || clock.now_ms(),
+            |v, reg| Self::entry_of(key, v, reg),
+        ))
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
         validate::key_for(&self.capabilities(), key)?;
-        let now = self.now()?;
+        let clock = &self.shared()?.clock;
         Ok(self
             .state
-            .with_live(&self.space, key, now, |_, _| ())
+            .with_live(&self.space, key, || clock.now_ms(), |_, _| ())
             .is_some())
     }
 
@@ -199,7 +202,7 @@ impl Store for CrdtStore {
             .state
             .write_local(&self.space, key, Cell::TOMBSTONE, now);
         if written.reg.val.value.is_none() {
-            shared.publish(self.space.name(), key, &written.reg).await;
+            shared.publish(&self.space, key);
         }
         Ok(written.was_live)
     }

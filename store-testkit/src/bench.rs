@@ -250,6 +250,77 @@ pub fn report_sizes(crate_name: &str, rows: &[SizeRow]) {
     append_jsonl(crate_name, &json, rows.len());
 }
 
+/// One measurement against a fixed target rather than a peer (a latency, a byte count): lower
+/// is better.
+#[derive(Debug, Clone)]
+pub struct TargetRow {
+    /// Row name, e.g. `crdt.converge_p99_ms`.
+    pub bench: String,
+    /// Nodes (or threads) involved.
+    pub threads: usize,
+    /// What was measured, in `unit`.
+    pub value: f64,
+    /// The target it must stay under, in `unit`.
+    pub target: f64,
+    /// `ms`, `bytes`, …
+    pub unit: &'static str,
+}
+
+/// Prints a table of [`TargetRow`]s (`ratio` = target / measured: at least 1 meets the
+/// target) and appends them to `target/bench/<crate_name>.jsonl` with `"peer": "target"` and
+/// `"lower_is_better": true`.
+pub fn report_targets(crate_name: &str, title: &str, rows: &[TargetRow]) {
+    let mode = if quick() { "quick" } else { "full" };
+    println!(
+        "\n{crate_name} {title} ({mode} mode; ratio = target / measured, at least 1.00x meets it)\n"
+    );
+    println!(
+        "| {:<24} | {:>7} | {:>12} | {:>12} | {:>8} |",
+        "bench", "nodes", "measured", "target", "ratio"
+    );
+    println!(
+        "|{:-<26}|{:->9}|{:->14}|{:->14}|{:->10}|",
+        "", "", "", "", ""
+    );
+    let mut json = String::new();
+    for r in rows {
+        let ratio = if r.value > 0.0 {
+            r.target / r.value
+        } else {
+            f64::INFINITY
+        };
+        println!(
+            "| {:<24} | {:>7} | {:>9.1} {:<2} | {:>9.1} {:<2} | {:>7.2}x |",
+            r.bench,
+            r.threads,
+            r.value,
+            short_unit(r.unit),
+            r.target,
+            short_unit(r.unit),
+            ratio
+        );
+        json.push_str(&format!(
+            "{{\"bench\": \"{}\", \"threads\": {}, \"value\": {:.3}, \"unit\": \"{}\", \
+             \"peer\": \"target\", \"peer_value\": {:.3}, \"ratio\": {:.3}, \
+             \"lower_is_better\": true, \"mode\": \"{mode}\"}}\n",
+            r.bench,
+            r.threads,
+            r.value,
+            r.unit,
+            r.target,
+            ratio.min(1e9)
+        ));
+    }
+    append_jsonl(crate_name, &json, rows.len());
+}
+
+fn short_unit(unit: &str) -> &str {
+    match unit {
+        "bytes" => "B",
+        other => other,
+    }
+}
+
 fn append_jsonl(crate_name: &str, json: &str, rows: usize) {
     let dir = target_dir().join("bench");
     let path = dir.join(format!("{crate_name}.jsonl"));

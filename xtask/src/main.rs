@@ -31,7 +31,7 @@ commands:
 ";
 
 /// Crates with a `cargo bench` target, in the order `cargo xtask bench` runs them.
-const BENCH_CRATES: &[&str] = &["store-memory", "store-sql", "store-node"];
+const BENCH_CRATES: &[&str] = &["store-memory", "store-sql", "store-crdt", "store-node"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -143,8 +143,8 @@ fn ci() -> Result<()> {
         ]);
         run(c).map(|()| String::new())
     });
-    // The Raft benchmark in quick mode, built like the tests (its numbers are not the point: it
-    // proves the cluster and etcd start and the load generator runs against both).
+    // The Raft and CRDT benchmarks in quick mode, built like the tests (their numbers are not
+    // the point: they prove the clusters and etcd start and the load generators run).
     phase("bench", &|| {
         let mut c = cargo();
         c.args([
@@ -158,7 +158,13 @@ fn ci() -> Result<()> {
             "--locked",
         ])
         .env("STORE_BENCH_QUICK", "1");
-        run(c).map(|()| "store.kv.raft vs etcd, quick mode, dev profile".to_owned())
+        run(c)?;
+        let mut c = cargo();
+        c.args(["bench", "-p", "store-crdt", "--profile", "dev", "--locked"])
+            .env("STORE_BENCH_QUICK", "1");
+        run(c).map(|()| {
+            "store.kv.raft vs etcd and store.kv.crdt (5 nodes), quick mode, dev profile".to_owned()
+        })
     });
     phase("doc", &|| {
         let mut c = cargo();

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 /// Which workspace crates each crate may depend on (ARCHITECTURE.md, "Invariants"). `*` means
 /// any workspace crate.
-/// Dev-dependencies may also use `store-testkit`.
+/// Dev-dependencies may also use `store-testkit`, and a benchmark its peer backend
+/// ([`BENCH_PEERS`]).
 const LAYERS: &[(&str, &[&str])] = &[
     ("store-core", &[]),
     ("store-testkit", &["store-core"]),
@@ -32,6 +33,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store-node", &["*"]),
     ("xtask", &[]),
 ];
+
+/// `(crate, dev-dependency)`: a benchmark that runs another backend as its peer, in the same
+/// run: store.kv.crdt's local reads and writes against store.memory.
+const BENCH_PEERS: &[(&str, &str)] = &[("store-crdt", "store-memory")];
 
 struct Package {
     name: String,
@@ -115,7 +120,9 @@ pub(crate) fn check(root: &Path) -> Result<String> {
                 for (dep, kind) in &p.deps {
                     let ok = allowed.contains(&"*")
                         || allowed.contains(&dep.as_str())
-                        || (kind == "dev" && dep == "store-testkit");
+                        || (kind == "dev" && dep == "store-testkit")
+                        || (kind == "dev"
+                            && BENCH_PEERS.contains(&(p.name.as_str(), dep.as_str())));
                     if !ok {
                         problems.push(format!(
                             "{}: may not depend on {dep} ({kind} dependency); allowed: {allowed:?}",
