@@ -129,6 +129,32 @@ mod raft {
     store_testkit::conformance_suite!(options = OPTIONS; raft);
 }
 
+/// A single gossip node: `store.kv.crdt` through the HTTP API.
+#[cfg(feature = "test-clock")]
+mod crdt {
+    use store_testkit::{Harness, Options};
+
+    const OPTIONS: Options = Options {
+        skip: None,
+        // Each sequence starts a node process.
+        model_cases: Some(24),
+    };
+
+    async fn crdt(h: Harness) -> store_client::RemoteStore {
+        let port = store_testkit::free_port();
+        let cluster = format!("cluster:\n  name: solo\n  gossip:\n    bind: 127.0.0.1:{port}\n");
+        super::live::remote_with(
+            h,
+            &cluster,
+            "namespace: t\nentries:\n  - name: s\n    kind: store.kv.crdt\n    namespace: suite\n",
+            "t:s",
+        )
+        .await
+    }
+
+    store_testkit::conformance_suite!(options = OPTIONS; crdt);
+}
+
 #[cfg(not(feature = "test-clock"))]
 #[test]
 fn conformance_through_remote_store() {
