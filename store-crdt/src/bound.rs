@@ -156,3 +156,28 @@ impl<R: Runtime> PromisedStream for BoundStream<R> {
         self.peer_addr
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use memberlist::agnostic::tokio::TokioRuntime;
+    use memberlist::net::stream_layer::{Listener, PromisedStream, StreamLayer};
+
+    use super::BoundTcp;
+
+    #[tokio::test]
+    async fn outgoing_connections_leave_from_the_bind_address() {
+        let server = BoundTcp::<TokioRuntime>::new("127.0.0.1".parse().unwrap())
+            .await
+            .unwrap();
+        let listener = server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let to = listener.local_addr();
+        // Any 127.0.0.0/8 address is local on Linux: the node "127.0.0.2" dials from it.
+        let client = BoundTcp::<TokioRuntime>::new("127.0.0.2".parse().unwrap())
+            .await
+            .unwrap();
+        let stream = client.connect(to).await.unwrap();
+        let (_, from) = listener.accept().await.unwrap();
+        assert_eq!(from.ip().to_string(), "127.0.0.2");
+        assert_eq!(PromisedStream::local_addr(&stream).ip(), from.ip());
+    }
+}
