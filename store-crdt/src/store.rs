@@ -42,20 +42,7 @@ impl std::fmt::Debug for CrdtStore {
 /// # Errors
 /// `Invalid`, naming the field `namespace`.
 pub fn check_namespace(namespace: &str) -> Result<()> {
-    let mut chars = namespace.chars();
-    let ok = namespace.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "namespace {}: must match ^[a-z][a-z0-9._-]*$ (at most 64 bytes)",
-            validate::quote(namespace)
-        ))
-        .with_field("namespace"))
-    }
+    validate::namespace(namespace)
 }
 
 impl CrdtStore {

@@ -176,6 +176,28 @@ fn bound(field: &str, s: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks the namespace of a replicated store's entry: `^[a-z][a-z0-9._-]*$`, at most 64
+/// bytes (names starting with `_` are reserved for engines).
+///
+/// # Errors
+/// `Invalid`, naming the field `namespace`.
+pub fn namespace(namespace: &str) -> Result<()> {
+    let mut chars = namespace.chars();
+    let ok = namespace.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "namespace {}: must match ^[a-z][a-z0-9._-]*$ (at most 64 bytes)",
+            quote(namespace)
+        ))
+        .with_field("namespace"))
+    }
+}
+
 /// A key for an error message: debug-quoted and cut after 64 characters.
 pub fn quote(s: &str) -> String {
     const SHOWN: usize = 64;

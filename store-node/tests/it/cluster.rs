@@ -9,7 +9,7 @@ use serde_json::Value;
 use store_client::harness::NodeProcess;
 use store_testkit::{TempDir, free_port};
 
-use crate::{BIN, Node, Reply, call};
+use crate::{BIN, Member, Node, Reply, call};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -24,28 +24,6 @@ entries:
     namespace: kv
     consistency: serializable
 ";
-
-/// A founding member: a test node (its `call`, `cli` and `process` through `Deref`) with its
-/// name and internode address.
-struct Member {
-    name: String,
-    raft: String,
-    node: Node,
-}
-
-impl std::ops::Deref for Member {
-    type Target = Node;
-
-    fn deref(&self) -> &Node {
-        &self.node
-    }
-}
-
-impl std::ops::DerefMut for Member {
-    fn deref_mut(&mut self) -> &mut Node {
-        &mut self.node
-    }
-}
 
 impl Member {
     fn cluster(&self) -> Value {
@@ -89,7 +67,7 @@ fn founding(root: &Path, n: usize) -> Vec<Member> {
             let process = NodeProcess::launch(Path::new(BIN), &dir, ENV).unwrap();
             Member {
                 name,
-                raft,
+                addr: raft,
                 node: Node {
                     process,
                     token: None,
@@ -146,7 +124,7 @@ fn three_processes_serve_one_linearizable_store_and_answer_cluster_status() {
         .collect();
     let expected: Vec<(&str, &str, &str)> = members
         .iter()
-        .map(|m| (m.name.as_str(), m.raft.as_str(), "voter"))
+        .map(|m| (m.name.as_str(), m.addr.as_str(), "voter"))
         .collect();
     assert_eq!(listed, expected);
     assert!(

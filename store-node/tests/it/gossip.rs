@@ -10,7 +10,7 @@ use serde_json::Value;
 use store_client::harness::NodeProcess;
 use store_testkit::{TempDir, free_port};
 
-use crate::{BIN, Node, Reply};
+use crate::{BIN, Member, Node, Reply};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -27,25 +27,6 @@ entries:
 ";
 
 const ENV: &[(&str, &str)] = &[("E2E_CLUSTER_SECRET", "e2e gossip secret")];
-
-struct Member {
-    name: String,
-    node: Node,
-}
-
-impl std::ops::Deref for Member {
-    type Target = Node;
-
-    fn deref(&self) -> &Node {
-        &self.node
-    }
-}
-
-impl std::ops::DerefMut for Member {
-    fn deref_mut(&mut self) -> &mut Node {
-        &mut self.node
-    }
-}
 
 impl Member {
     fn gossip(&self) -> Value {
@@ -111,6 +92,7 @@ fn gossip_cluster(root: &Path, n: usize) -> Vec<Member> {
             let process = NodeProcess::launch(Path::new(BIN), &dir, ENV).unwrap();
             Member {
                 name,
+                addr: format!("127.0.0.1:{port}"),
                 node: Node {
                     process,
                     token: None,
@@ -200,7 +182,6 @@ fn a_write_on_one_node_is_read_on_another_and_peers_of_a_stopped_node_keep_writi
     });
     let names: Vec<String> = members[1].states().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["g1", "g2", "g3"]);
-    let _ = &members[1].name;
 }
 
 #[test]

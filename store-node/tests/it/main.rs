@@ -104,6 +104,28 @@ impl Node {
 }
 
 /// A raw HTTP answer.
+/// A cluster member: a test node (its `call`, `cli` and `process` through `Deref`) with its name
+/// and internode (Raft or gossip) address.
+struct Member {
+    name: String,
+    addr: String,
+    node: Node,
+}
+
+impl std::ops::Deref for Member {
+    type Target = Node;
+
+    fn deref(&self) -> &Node {
+        &self.node
+    }
+}
+
+impl std::ops::DerefMut for Member {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.node
+    }
+}
+
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
