@@ -66,6 +66,8 @@ const MAX_GOSSIP_MESSAGE: usize = 1100;
 const MAX_PENDING: usize = 100_000;
 /// Anti-entropy sends differing registers in messages of about this size.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Repairs and direct sends in flight at once.
+const JOBS_AT_ONCE: usize = 8;
 /// Queued broadcasts kept at most (the oldest beyond are dropped; anti-entropy repairs them).
 const MAX_QUEUED: usize = 100_000;
 /// Format of the messages this engine exchanges.
@@ -644,6 +646,9 @@ pub(crate) struct Inner {
     stopped: AtomicBool,
     /// The state's change count the last snapshot covers (`u64::MAX`: none yet).
     saved: AtomicU64,
+    /// Held while a snapshot is written (inside the blocking task, which outlives an aborted
+    /// timer): the periodic, the requested and the final snapshot never write at once.
+    writing: Arc<Mutex<()>>,
 }
 
 impl CrdtEngine {
@@ -746,6 +751,7 @@ impl CrdtEngine {
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             saved: AtomicU64::new(u64::MAX),
+            writing: Arc::default(),
         });
         let tasks = vec![
             tokio::spawn(jobs_task(Arc::clone(&inner), jobs_rx)),
@@ -977,8 +983,23 @@ async fn flush_task(inner: Arc<Inner>) {
 }
 
 /// Sends what the delegate asked for: anti-entropy repairs and large updates.
+/// Up to [`JOBS_AT_ONCE`] run at once, so a peer slow to answer delays no other.
 async fn jobs_task(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(JOBS_AT_ONCE));
     while let Some(job) = jobs.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            run_job(&inner, job).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn run_job(inner: &Inner, job: Job) {
+    {
         match job {
             Job::Repair(to, shards) => {
                 let updates = inner.shared.state.export(Some(&shards), None);
@@ -1102,11 +1123,15 @@ async fn snapshot(inner: &Inner) -> Result<()> {
         .clone();
     let state = Arc::clone(&inner.shared.state);
     let name = inner.shared.name.clone();
+    let writing = Arc::clone(&inner.writing);
     // Read before the export: the snapshot covers at least this much.
     let version = state.version();
-    tokio::task::spawn_blocking(move || write_snapshot(&dir, &name, &state, &durable))
-        .await
-        .map_err(|e| Error::internal(format!("kvcrdt: the snapshot task failed: {e}")))??;
+    tokio::task::spawn_blocking(move || {
+        let _one = writing.lock().unwrap_or_else(PoisonError::into_inner);
+        write_snapshot(&dir, &name, &state, &durable)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("kvcrdt: the snapshot task failed: {e}")))??;
     inner.saved.store(version, Ordering::Relaxed);
     Ok(())
 }

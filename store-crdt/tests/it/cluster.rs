@@ -547,3 +547,25 @@ async fn equal_nodes_exchange_digests_only_whatever_they_hold() {
         "{per_exchange} bytes of state per exchange"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_requested_at_once_all_succeed() {
+    // The timer's, the caller's and the final snapshot share one file: they must not collide.
+    let clock = ManualClock::starting_now();
+    let cluster = Cluster::start(1, clock.shared(), fast).await;
+    let store = cluster.store(0, "durable");
+    let e = engine(&cluster, 0);
+    let mut tasks = Vec::new();
+    for round in 0..20 {
+        store
+            .set(&format!("k{round}"), v("x"), None)
+            .await
+            .expect("set");
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move { e.snapshot_now().await }));
+    }
+    for t in tasks {
+        t.await.expect("task").expect("every snapshot is written");
+    }
+    assert!(e.snapshot_current());
+}
