@@ -140,7 +140,7 @@ async fn a_node_stopped_during_writes_catches_up_when_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_joiner_receives_the_full_state_large_values_included() {
+async fn a_restarted_node_with_an_empty_namespace_receives_it_all_large_values_included() {
     let clock = ManualClock::starting_now();
     let mut cluster = Cluster::start(3, clock.shared(), fast).await;
     cluster.stop(2).await;
@@ -158,6 +158,45 @@ async fn a_late_joiner_receives_the_full_state_large_values_included() {
     assert_eq!(state.len(), 301);
     let n3 = cluster.store(2, "plain");
     assert_eq!(n3.get("large").await.expect("get"), Some(large));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_joining_late_receives_the_full_state() {
+    let clock = ManualClock::starting_now();
+    let cluster = Cluster::start(2, clock.shared(), fast).await;
+    let n1 = cluster.store(0, "plain");
+    for k in 0..300 {
+        n1.set(&format!("k{k:03}"), v(format!("value {k}")), None)
+            .await
+            .expect("set");
+    }
+    n1.delete("k000").await.expect("delete");
+    let before = converged(&cluster, "plain").await;
+    assert_eq!(before.len(), 299);
+    // A node the cluster has never seen, joining through the second node.
+    let mut config = CrdtConfig::new(
+        "late",
+        std::net::SocketAddr::from(([127, 0, 0, 1], store_testkit::free_port())),
+    );
+    config.join = vec![cluster.addrs[1]];
+    config.secret = cluster.secret.clone();
+    config.clock = clock.shared();
+    fast(&mut config);
+    let late = CrdtNode::new(config);
+    let store = CrdtStore::on_node(&late, "late", "plain", false).expect("view");
+    late.start().await.expect("start");
+    eventually("the late node holds everything", || {
+        let store = store.clone();
+        let before = before.clone();
+        async move { dump(&store).await == before }
+    })
+    .await;
+    assert_eq!(
+        store.get("k000").await.expect("get"),
+        None,
+        "the delete came too"
+    );
+    late.engine().expect("started").kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
