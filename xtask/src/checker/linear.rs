@@ -11,7 +11,8 @@
 //! interval. A key whose search exceeds its step budget is `Unknown`, never `Pass`.
 
 use std::collections::HashSet;
-use std::fmt;
+
+pub use super::Verdict;
 
 /// What a client asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,27 +85,6 @@ pub struct Op {
     pub complete: u64,
     /// What came back.
     pub outcome: Outcome,
-}
-
-/// A check's verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Checked and correct.
-    Pass,
-    /// A violation; the text says which operations.
-    Fail(String),
-    /// The search ran out of budget: not proven either way.
-    Unknown(String),
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Pass => write!(f, "pass"),
-            Verdict::Fail(why) => write!(f, "FAIL: {why}"),
-            Verdict::Unknown(why) => write!(f, "unknown: {why}"),
-        }
-    }
 }
 
 /// The register's version as the model knows it.

@@ -1,0 +1,412 @@
+//! Checks a history of an eventually consistent store (store.kv.crdt) after the faults healed
+//! and the nodes had a quiet period: every node answers the same for every key; every
+//! acknowledged write is the final value or was superseded by a later write (or a delete, or
+//! its TTL); no acknowledged delete is undone; no key is visible past its deadline; nothing is
+//! read that nobody wrote.
+//!
+//! Versions are hybrid-logical-clock readings: a write's version is comparable with the final
+//! one. A delete reports none, so "later than the delete" is judged in real time: a value whose
+//! every write finished before an acknowledged delete began must not be the final value.
+
+use std::collections::BTreeMap;
+
+use super::Verdict;
+
+/// What a client asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `PUT` of `value`, with an optional TTL.
+    Write {
+        /// The value written.
+        value: String,
+    },
+    /// `DELETE`.
+    Delete,
+    /// `GET`.
+    Read,
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A write applied on its node: its version, and its deadline (Unix ms) if it has a TTL.
+    Written {
+        /// The HLC version.
+        version: u64,
+        /// When it expires, if ever.
+        expires_at: Option<u64>,
+    },
+    /// A delete applied.
+    Deleted,
+    /// A read's answer.
+    Read(Option<(String, u64)>),
+    /// Known not applied.
+    Fail,
+    /// May or may not have been applied.
+    Unknown,
+}
+
+/// One operation of the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// Its index in the history.
+    pub id: usize,
+    /// The node it was sent to.
+    pub node: usize,
+    /// The key.
+    pub key: String,
+    /// What was asked.
+    pub call: Call,
+    /// When it was sent (ns since the start of the run).
+    pub invoke: u64,
+    /// When its answer arrived.
+    pub complete: u64,
+    /// What came back.
+    pub outcome: Outcome,
+}
+
+/// One node's answer for one key after the quiet period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalRead {
+    /// The node asked.
+    pub node: usize,
+    /// The key.
+    pub key: String,
+    /// Its value and version, or absent.
+    pub value: Option<(String, u64)>,
+    /// The wall clock (Unix ms) when it was read.
+    pub at_ms: u64,
+}
+
+/// The verdicts of the eventual checks, one per property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdicts {
+    /// Every node answers the same for every key.
+    pub convergence: Verdict,
+    /// Every acknowledged write is final or superseded.
+    pub no_lost_write: Verdict,
+    /// No acknowledged delete is undone.
+    pub no_resurrection: Verdict,
+    /// No key is visible past its deadline.
+    pub ttl: Verdict,
+    /// Every value read was written by someone.
+    pub no_phantom: Verdict,
+}
+
+fn first_failure(mut problems: Vec<String>) -> Verdict {
+    if problems.is_empty() {
+        return Verdict::Pass;
+    }
+    let n = problems.len();
+    problems.truncate(5);
+    let more = if n > 5 {
+        format!(" (and {} more)", n - 5)
+    } else {
+        String::new()
+    };
+    Verdict::Fail(format!("{}{more}", problems.join("; ")))
+}
+
+/// Runs every check on `ops` and the final reads `finals` (one per node and key).
+pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
+    let mut by_key: BTreeMap<&str, Vec<&FinalRead>> = BTreeMap::new();
+    for f in finals {
+        by_key.entry(f.key.as_str()).or_default().push(f);
+    }
+    let mut ops_by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        ops_by_key.entry(op.key.as_str()).or_default().push(op);
+    }
+
+    let mut diverged = Vec::new();
+    let mut lost = Vec::new();
+    let mut resurrected = Vec::new();
+    let mut expired = Vec::new();
+    let mut phantom = Vec::new();
+    for (key, reads) in &by_key {
+        let Some(first) = reads.first() else {
+            continue;
+        };
+        if let Some(other) = reads.iter().find(|r| r.value != first.value) {
+            diverged.push(format!(
+                "key {key:?}: node {} has {:?}, node {} has {:?}",
+                first.node, first.value, other.node, other.value
+            ));
+            continue;
+        }
+        let last = &first.value;
+        let ops = ops_by_key.get(key).cloned().unwrap_or_default();
+        fn writes_of<'a>(ops: &'a [&'a Op], value: &'a str) -> impl Iterator<Item = &'a &'a Op> {
+            ops.iter().filter(move |o| {
+                matches!(&o.call, Call::Write { value: v } if v == value)
+                    && !matches!(o.outcome, Outcome::Fail)
+            })
+        }
+        // The final value, and everything read during the run, was written by someone.
+        let mut seen: Vec<(&str, u64, String)> = Vec::new();
+        if let Some((v, version)) = last {
+            seen.push((
+                v.as_str(),
+                *version,
+                format!("the final value on node {}", first.node),
+            ));
+        }
+        for op in &ops {
+            if let Outcome::Read(Some((v, version))) = &op.outcome {
+                seen.push((v.as_str(), *version, format!("operation #{}", op.id)));
+            }
+        }
+        for (v, _, by) in &seen {
+            if writes_of(&ops, v).next().is_none() {
+                phantom.push(format!(
+                    "key {key:?}: {by} read {v:?}, which no operation wrote"
+                ));
+            }
+        }
+        for op in &ops {
+            match (&op.call, &op.outcome) {
+                (
+                    Call::Write { value },
+                    Outcome::Written {
+                        version,
+                        expires_at,
+                    },
+                ) => {
+                    let expired_by_now = expires_at.is_some_and(|d| d <= first.at_ms);
+                    match last {
+                        Some((_, fv)) if version > fv => lost.push(format!(
+                            "key {key:?}: operation #{} wrote {value:?} at version {version}, \
+                             yet the final version is the older {fv}",
+                            op.id
+                        )),
+                        None if !expired_by_now => {
+                            // Absent: some delete must not be entirely before this write.
+                            let deleted_later = ops.iter().any(|d| {
+                                d.call == Call::Delete
+                                    && !matches!(d.outcome, Outcome::Fail)
+                                    && (d.outcome == Outcome::Unknown || d.complete >= op.invoke)
+                            });
+                            if !deleted_later {
+                                lost.push(format!(
+                                    "key {key:?}: operation #{} wrote {value:?} (version \
+                                     {version}), no delete came after it, and the key is absent",
+                                    op.id
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (Call::Delete, Outcome::Deleted) => {
+                    if let Some((v, _)) = last {
+                        // The final value must come from a write not finished before the delete.
+                        let after = writes_of(&ops, v)
+                            .any(|w| w.outcome == Outcome::Unknown || w.complete >= op.invoke);
+                        if !after {
+                            resurrected.push(format!(
+                                "key {key:?}: {v:?} is back although every write of it finished \
+                                 before delete #{} began",
+                                op.id
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some((v, fv)) = last {
+            let deadline = ops.iter().find_map(|o| match (&o.call, &o.outcome) {
+                (
+                    Call::Write { value },
+                    Outcome::Written {
+                        version,
+                        expires_at,
+                    },
+                ) if value == v && version == fv => Some(*expires_at),
+                _ => None,
+            });
+            if let Some(Some(d)) = deadline {
+                for r in reads.iter().filter(|r| r.at_ms >= d) {
+                    expired.push(format!(
+                        "key {key:?}: node {} shows {v:?} at {} ms, past its deadline {d} ms",
+                        r.node, r.at_ms
+                    ));
+                }
+            }
+        }
+    }
+    Verdicts {
+        convergence: first_failure(diverged),
+        no_lost_write: first_failure(lost),
+        no_resurrection: first_failure(resurrected),
+        ttl: first_failure(expired),
+        no_phantom: first_failure(phantom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: usize, node: usize, call: Call, invoke: u64, complete: u64, outcome: Outcome) -> Op {
+        Op {
+            id,
+            node,
+            key: "k".into(),
+            call,
+            invoke,
+            complete,
+            outcome,
+        }
+    }
+
+    fn w(v: &str) -> Call {
+        Call::Write { value: v.into() }
+    }
+
+    fn written(version: u64) -> Outcome {
+        Outcome::Written {
+            version,
+            expires_at: None,
+        }
+    }
+
+    fn finals(value: Option<(&str, u64)>, nodes: usize) -> Vec<FinalRead> {
+        (0..nodes)
+            .map(|node| FinalRead {
+                node,
+                key: "k".into(),
+                value: value.map(|(v, n)| (v.to_owned(), n)),
+                at_ms: 1_000,
+            })
+            .collect()
+    }
+
+    fn all_pass(v: &Verdicts) -> bool {
+        [
+            &v.convergence,
+            &v.no_lost_write,
+            &v.no_resurrection,
+            &v.ttl,
+            &v.no_phantom,
+        ]
+        .iter()
+        .all(|v| **v == Verdict::Pass)
+    }
+
+    #[test]
+    fn concurrent_writes_with_one_winner_everywhere_pass() {
+        let ops = vec![
+            op(0, 0, w("a"), 0, 10, written(100)),
+            op(1, 1, w("b"), 5, 12, written(101)),
+            op(
+                2,
+                2,
+                Call::Read,
+                20,
+                21,
+                Outcome::Read(Some(("a".into(), 100))),
+            ),
+        ];
+        let v = check(&ops, &finals(Some(("b", 101)), 3));
+        assert!(all_pass(&v), "{v:?}");
+    }
+
+    #[test]
+    fn nodes_that_disagree_fail_convergence() {
+        let ops = vec![op(0, 0, w("a"), 0, 10, written(100))];
+        let mut f = finals(Some(("a", 100)), 3);
+        f[2].value = None;
+        let v = check(&ops, &f);
+        assert!(
+            matches!(v.convergence, Verdict::Fail(ref why) if why.contains("node 2")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_newer_acknowledged_write_under_an_older_final_value_is_lost() {
+        let ops = vec![
+            op(0, 0, w("a"), 0, 10, written(100)),
+            op(1, 1, w("b"), 20, 30, written(200)),
+        ];
+        let v = check(&ops, &finals(Some(("a", 100)), 3));
+        assert!(
+            matches!(v.no_lost_write, Verdict::Fail(ref why) if why.contains("#1")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_write_gone_without_a_later_delete_is_lost() {
+        let ops = vec![
+            op(0, 0, Call::Delete, 0, 5, Outcome::Deleted),
+            op(1, 1, w("a"), 10, 20, written(100)),
+        ];
+        let v = check(&ops, &finals(None, 2));
+        assert!(
+            matches!(v.no_lost_write, Verdict::Fail(ref why) if why.contains("#1")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_value_back_after_a_later_delete_is_a_resurrection() {
+        let ops = vec![
+            op(0, 0, w("a"), 0, 10, written(100)),
+            op(1, 1, Call::Delete, 20, 30, Outcome::Deleted),
+        ];
+        let v = check(&ops, &finals(Some(("a", 100)), 3));
+        assert!(
+            matches!(v.no_resurrection, Verdict::Fail(ref why) if why.contains("#1")),
+            "{v:?}"
+        );
+        // A delete concurrent with the write may lose to it.
+        let ops = vec![
+            op(0, 0, w("a"), 0, 25, written(100)),
+            op(1, 1, Call::Delete, 20, 30, Outcome::Deleted),
+        ];
+        assert!(all_pass(&check(&ops, &finals(Some(("a", 100)), 3))));
+    }
+
+    #[test]
+    fn a_key_visible_past_its_deadline_fails_and_an_expired_absent_key_passes() {
+        let ops = vec![op(
+            0,
+            0,
+            w("a"),
+            0,
+            10,
+            Outcome::Written {
+                version: 100,
+                expires_at: Some(900),
+            },
+        )];
+        let v = check(&ops, &finals(Some(("a", 100)), 2));
+        assert!(
+            matches!(v.ttl, Verdict::Fail(ref why) if why.contains("deadline 900")),
+            "{v:?}"
+        );
+        assert!(all_pass(&check(&ops, &finals(None, 2))));
+    }
+
+    #[test]
+    fn a_value_nobody_wrote_is_a_phantom() {
+        let ops = vec![
+            op(0, 0, w("a"), 0, 10, written(100)),
+            op(
+                1,
+                1,
+                Call::Read,
+                11,
+                12,
+                Outcome::Read(Some(("zzz".into(), 5))),
+            ),
+        ];
+        let v = check(&ops, &finals(Some(("a", 100)), 2));
+        assert!(
+            matches!(v.no_phantom, Verdict::Fail(ref why) if why.contains("#1")),
+            "{v:?}"
+        );
+    }
+}
