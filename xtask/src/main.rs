@@ -9,6 +9,7 @@
 //!
 //! It must never be a build dependency of the workspace's crates: it only drives cargo.
 
+mod cluster;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,11 @@ commands:
   bench [--quick] [raft]
                  run every backend's benchmark (--quick: STORE_BENCH_QUICK=1); `raft` runs
                  only store.kv.raft against etcd (three node processes, three etcd processes)
+  test-cluster [--backend raft|crdt] [--nodes 5] [--time 60s] [--clients 10] [--rate OPS]
+               [--keys 20] [--nemesis partition,kill,pause,membership|none|all] [--seed N]
+               [--out DIR] [--quick] [--negative-control]
+                 a Jepsen-style run of real node processes in a private network namespace,
+                 with faults; checks the history; exit 0 pass, 1 violation, 2 setup failure
   help           this text
 ";
 
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("tidy") => tidy::check(&root()).map(|report| println!("{report}")),
+        Some("test-cluster") => return cluster::main(&args[1..]),
         Some("bench") => bench(
             args.iter().any(|a| a == "--quick"),
             args.iter().any(|a| a == "raft"),

@@ -180,13 +180,19 @@ pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
                             op.id
                         )),
                         None if !expired_by_now => {
-                            // Absent: some delete must not be entirely before this write.
-                            let deleted_later = ops.iter().any(|d| {
-                                d.call == Call::Delete
-                                    && !matches!(d.outcome, Outcome::Fail)
-                                    && (d.outcome == Outcome::Unknown || d.complete >= op.invoke)
+                            // Absent: a delete not entirely before this write, or a later write
+                            // (which may itself have expired or been deleted), superseded it.
+                            let superseded = ops.iter().any(|o| match (&o.call, &o.outcome) {
+                                (Call::Delete, Outcome::Deleted | Outcome::Unknown) => {
+                                    o.outcome == Outcome::Unknown || o.complete >= op.invoke
+                                }
+                                (Call::Write { .. }, Outcome::Written { version: later, .. }) => {
+                                    later > version
+                                }
+                                (Call::Write { .. }, Outcome::Unknown) => o.invoke >= op.invoke,
+                                _ => false,
                             });
-                            if !deleted_later {
+                            if !superseded {
                                 lost.push(format!(
                                     "key {key:?}: operation #{} wrote {value:?} (version \
                                      {version}), no delete came after it, and the key is absent",
@@ -348,6 +354,26 @@ mod tests {
             matches!(v.no_lost_write, Verdict::Fail(ref why) if why.contains("#1")),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn a_write_superseded_by_a_later_write_that_expired_is_not_lost() {
+        let ops = vec![
+            op(0, 0, w("a"), 0, 10, written(100)),
+            op(
+                1,
+                1,
+                w("b"),
+                20,
+                30,
+                Outcome::Written {
+                    version: 200,
+                    expires_at: Some(500),
+                },
+            ),
+        ];
+        let v = check(&ops, &finals(None, 2));
+        assert!(all_pass(&v), "{v:?}");
     }
 
     #[test]

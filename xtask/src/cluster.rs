@@ -1,0 +1,1363 @@
+//! `cargo xtask test-cluster`: a Jepsen-style run against real `store-node` processes.
+//!
+//! The outer process builds the release binary, checks that this machine can inject the faults
+//! asked for, and re-runs itself inside a private user + network + PID namespace (`unshare`).
+//! Inside, every node gets its own loopback address `127.0.0.N`, partitions are nftables drop
+//! rules between those addresses, and when the run ends (or is interrupted) the namespace's
+//! first process exits and the kernel kills every node with it: nothing outside is touched.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use xtask::checker::{Verdict, eventual, linear};
+
+/// Set in the environment of the run inside the namespace.
+const INSIDE: &str = "XTASK_TEST_CLUSTER_INSIDE";
+const SECRET: &str = "test-cluster secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Raft,
+    Crdt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    Partition,
+    Kill,
+    Pause,
+    Membership,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Partition => "partition",
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Membership => "membership",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Options {
+    backend: Backend,
+    nodes: usize,
+    time: Duration,
+    clients: usize,
+    rate: Option<f64>,
+    keys: usize,
+    nemesis: Vec<Fault>,
+    seed: u64,
+    out: Option<PathBuf>,
+    negative_control: bool,
+}
+
+const USAGE: &str = "\
+cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
+    [--rate OPS] [--keys 20] [--nemesis partition,kill,pause|none|all] [--seed N]
+    [--out DIR] [--quick] [--negative-control]";
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        backend: Backend::Raft,
+        nodes: 5,
+        time: Duration::from_secs(60),
+        clients: 10,
+        rate: None,
+        keys: 20,
+        nemesis: vec![Fault::Partition, Fault::Kill, Fault::Pause],
+        seed: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+        out: None,
+        negative_control: false,
+    };
+    let mut quick = false;
+    let mut nodes_given = false;
+    let mut time_given = false;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--backend" => {
+                o.backend = match value("--backend")?.as_str() {
+                    "raft" => Backend::Raft,
+                    "crdt" => Backend::Crdt,
+                    other => bail!("--backend {other:?}: expected raft or crdt"),
+                }
+            }
+            "--nodes" => {
+                let v = value("--nodes")?;
+                o.nodes = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=50).contains(n))
+                    .with_context(|| format!("--nodes {v:?}: expected 1 to 50"))?;
+                nodes_given = true;
+            }
+            "--time" => {
+                let v = value("--time")?;
+                o.time = parse_duration(&v).with_context(|| format!("--time {v:?}"))?;
+                time_given = true;
+            }
+            "--clients" => {
+                let v = value("--clients")?;
+                o.clients = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=200).contains(n))
+                    .with_context(|| format!("--clients {v:?}: expected 1 to 200"))?;
+            }
+            "--rate" => {
+                let v = value("--rate")?;
+                o.rate =
+                    Some(v.parse().ok().filter(|r: &f64| *r > 0.0).with_context(|| {
+                        format!("--rate {v:?}: expected operations per second")
+                    })?);
+            }
+            "--keys" => {
+                let v = value("--keys")?;
+                o.keys = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .with_context(|| format!("--keys {v:?}: expected 1 to 10000"))?;
+            }
+            "--nemesis" => {
+                let v = value("--nemesis")?;
+                o.nemesis = parse_nemesis(&v)?;
+            }
+            "--seed" => {
+                let v = value("--seed")?;
+                o.seed = v
+                    .parse()
+                    .with_context(|| format!("--seed {v:?}: expected a number"))?;
+            }
+            "--out" => o.out = Some(PathBuf::from(value("--out")?)),
+            "--quick" => quick = true,
+            "--negative-control" => o.negative_control = true,
+            other => bail!("unknown flag {other:?}\n{USAGE}"),
+        }
+    }
+    if quick {
+        if !nodes_given {
+            o.nodes = 3;
+        }
+        if !time_given {
+            o.time = Duration::from_secs(30);
+        }
+    }
+    if o.negative_control && o.backend != Backend::Raft {
+        bail!("--negative-control runs the raft workload; drop --backend crdt");
+    }
+    if o.backend == Backend::Crdt {
+        o.nemesis.retain(|f| *f != Fault::Membership);
+    }
+    if o.nemesis.contains(&Fault::Membership) {
+        bail!(
+            "--nemesis membership: not implemented yet (removing and re-adding a Raft member \
+             through the cluster endpoint); run with --nemesis partition,kill,pause"
+        );
+    }
+    Ok(o)
+}
+
+fn parse_nemesis(v: &str) -> Result<Vec<Fault>> {
+    let mut out = Vec::new();
+    for part in v.split(',').map(str::trim) {
+        match part {
+            "none" => {}
+            // Every fault this build can inject (membership is not implemented yet).
+            "all" => out.extend([Fault::Partition, Fault::Kill, Fault::Pause]),
+            "partition" => out.push(Fault::Partition),
+            "kill" => out.push(Fault::Kill),
+            "pause" => out.push(Fault::Pause),
+            "membership" => out.push(Fault::Membership),
+            other => bail!(
+                "--nemesis {other:?}: expected partition, kill, pause, membership, none or all"
+            ),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn parse_duration(v: &str) -> Result<Duration> {
+    let (number, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()));
+    let n: u64 = number
+        .parse()
+        .context("expected a duration like 60s or 2m")?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(60 * n),
+        "ms" => Duration::from_millis(n),
+        _ => bail!("expected a duration like 60s or 2m"),
+    })
+}
+
+/// A small deterministic generator (splitmix64): every choice of a run comes from the seed.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo).as_millis() as u64;
+        lo + Duration::from_millis(self.next() % span.max(1))
+    }
+}
+
+/// Entry point of `cargo xtask test-cluster`: exit 0 when every check passed, 1 on a violation,
+/// 2 when the run could not be set up.
+pub(crate) fn main(args: &[String]) -> ExitCode {
+    let options = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let inside = std::env::var_os(INSIDE).is_some();
+    let result = if inside {
+        run_inside(&options)
+    } else {
+        run_outside(args, &options)
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Why this machine cannot run the namespace, or `None`.
+fn cannot_isolate() -> Option<String> {
+    let ok = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--pid",
+            "--fork",
+            "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (!ok).then(|| {
+        "cannot create a private user + network + PID namespace with `unshare` (util-linux): \
+         install util-linux, run as root, or allow unprivileged user namespaces \
+         (sysctl kernel.unprivileged_userns_clone=1)"
+            .to_owned()
+    })
+}
+
+fn have(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
+    // Refuse up front what this machine cannot inject.
+    if let Some(why) = cannot_isolate() {
+        eprintln!("test-cluster: refused: {why}");
+        return Ok(ExitCode::from(2));
+    }
+    if !have("ip", "-V") {
+        eprintln!("test-cluster: refused: `ip` (Debian: iproute2) is needed to bring up loopback");
+        return Ok(ExitCode::from(2));
+    }
+    let partitions = options.nemesis.contains(&Fault::Partition) || options.negative_control;
+    if partitions && !have("nft", "--version") {
+        eprintln!(
+            "test-cluster: refused: the partition nemesis needs nftables' `nft` (Debian: apt-get \
+             install nftables); or run with --nemesis kill,pause"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    println!("==> cargo build --release -p store-node");
+    let status = crate::cargo()
+        .args(["build", "--release", "-p", "store-node"])
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building store-node failed");
+    }
+    let out = options.out.clone().unwrap_or_else(|| {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        crate::root()
+            .join("target/test-cluster")
+            .join(format!("{stamp}-{}", options.seed))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let exe = std::env::current_exe().context("cannot find xtask's own executable")?;
+    // The seed and folder are fixed here (the flags, if given, dropped with their values), so
+    // the run inside and its report agree.
+    let mut skip = false;
+    let mut inner_args: Vec<String> = args
+        .iter()
+        .filter(|a| {
+            if skip {
+                skip = false;
+                return false;
+            }
+            if *a == "--seed" || *a == "--out" {
+                skip = true;
+                return false;
+            }
+            true
+        })
+        .cloned()
+        .collect();
+    inner_args.extend([
+        "--seed".to_owned(),
+        options.seed.to_string(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ]);
+    println!("seed {} → {}", options.seed, out.display());
+    let status = Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
+        ])
+        .arg(&exe)
+        .arg("test-cluster")
+        .args(&inner_args)
+        .env(INSIDE, "1")
+        .env(
+            "STORE_NODE_BIN",
+            crate::root().join("target/release/store-node"),
+        )
+        .status()
+        .context("cannot run unshare")?;
+    // Whatever happened inside, the nodes' data folders go; the report stays.
+    let _ = std::fs::remove_dir_all(out.join("data"));
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(1) => ExitCode::from(1),
+        _ => ExitCode::from(2),
+    })
+}
+
+/// One node process.
+struct Node {
+    index: usize,
+    name: String,
+    ip: Ipv4Addr,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn http(&self) -> String {
+        format!("{}:7700", self.ip)
+    }
+
+    fn start(&mut self, bin: &Path, log: &Path) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(self.dir.join("node.yaml"))
+            .env("TEST_CLUSTER_SECRET", SECRET)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn write_configs(options: &Options, nodes: &[Node]) -> Result<()> {
+    let registry = match (options.backend, options.negative_control) {
+        (Backend::Raft, false) => {
+            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.raft\n    namespace: kv\n"
+        }
+        (Backend::Raft, true) => {
+            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.raft\n    namespace: kv\n    consistency: serializable\n"
+        }
+        (Backend::Crdt, _) => {
+            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.crdt\n    namespace: kv\n    durable: true\n"
+        }
+    };
+    for node in nodes {
+        std::fs::create_dir_all(node.dir.join("registry"))?;
+        std::fs::write(node.dir.join("registry/t.yaml"), registry)?;
+        let mut cluster = format!(
+            "cluster:\n  name: {}\n  secret_env: TEST_CLUSTER_SECRET\n",
+            node.name
+        );
+        match options.backend {
+            Backend::Raft => {
+                let _ = write!(
+                    cluster,
+                    "  raft:\n    bind: {}:7800\n    heartbeat_interval: 100ms\n    election_timeout: 1s\n    request_timeout: 5s\n    initial_members:\n",
+                    node.ip
+                );
+                for n in nodes {
+                    let _ = writeln!(cluster, "      {}: {}:7800", n.name, n.ip);
+                }
+            }
+            Backend::Crdt => {
+                let seeds: Vec<String> = nodes
+                    .iter()
+                    .filter(|n| n.index != node.index)
+                    .map(|n| format!("{}:7900", n.ip))
+                    .collect();
+                let _ = write!(
+                    cluster,
+                    "  gossip:\n    bind: {}:7900\n    join: [{}]\n    push_pull_interval: 2s\n    snapshot_interval: 500ms\n",
+                    node.ip,
+                    seeds.join(", ")
+                );
+            }
+        }
+        std::fs::write(
+            node.dir.join("node.yaml"),
+            format!(
+                "data_dir: ./data\nhttp:\n  bind: {}\n{cluster}registry:\n  - ./registry\n",
+                node.http()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// What one client did, as recorded.
+#[derive(Debug, Clone)]
+struct Record {
+    process: usize,
+    node: usize,
+    key: String,
+    call: &'static str,
+    value: Option<String>,
+    expected: Option<u64>,
+    invoke: u64,
+    complete: u64,
+    /// `ok`, `fail` or `unknown`.
+    outcome: &'static str,
+    /// For reads: the value and version; for writes: the version; for deletes: deleted.
+    read: Option<(String, u64)>,
+    version: Option<u64>,
+    deleted: Option<bool>,
+    /// 409 / 404 of a compare-and-swap.
+    refusal: Option<&'static str>,
+    expires_at: Option<u64>,
+}
+
+/// What ends a fault (restart the node, resume it, …).
+type Undo = Box<dyn FnOnce(&mut [Node])>;
+
+/// A fault window.
+#[derive(Debug, Clone)]
+struct Window {
+    what: String,
+    start: u64,
+    end: u64,
+}
+
+struct Http {
+    agent: ureq::Agent,
+}
+
+/// The answer to one request: status, headers we read, body; or how it failed.
+enum Answer {
+    Reply(u16, Option<u64>, Option<u64>, Vec<u8>),
+    /// Failed before anything was sent (connection refused): not applied.
+    NotSent,
+    /// Sent, then lost (timeout, reset): may have been applied.
+    Lost,
+}
+
+impl Http {
+    fn new(timeout: Duration) -> Self {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(timeout))
+                .timeout_connect(Some(Duration::from_secs(1)))
+                .build(),
+        );
+        Self { agent }
+    }
+
+    fn call(&self, method: &str, url: &str, body: Option<&[u8]>) -> Answer {
+        let req = ureq::http::Request::builder().method(method).uri(url);
+        let result = match body {
+            Some(b) => req.body(b.to_vec()).map(|r| self.agent.run(r)),
+            None => req.body(()).map(|r| self.agent.run(r)),
+        };
+        match result {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                };
+                let version = header("x-store-version");
+                let expires = header("x-store-expires-at");
+                let body = response.into_body().read_to_vec().unwrap_or_default();
+                Answer::Reply(status, version, expires, body)
+            }
+            Ok(Err(ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => Answer::NotSent,
+            Ok(Err(ureq::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Answer::NotSent
+            }
+            _ => Answer::Lost,
+        }
+    }
+}
+
+/// Whether an error answer says the write may have been applied.
+fn indeterminate(status: u16, body: &[u8]) -> bool {
+    if status == 504 {
+        return true;
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["indeterminate"].as_bool())
+        .unwrap_or(false)
+}
+
+struct Shared {
+    start: Instant,
+    stop: AtomicBool,
+    records: Mutex<Vec<Record>>,
+    counts: [AtomicU64; 3],
+    fault: Mutex<String>,
+    next_value: AtomicU64,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+fn client(
+    shared: &Shared,
+    options: &Options,
+    addrs: &[String],
+    process: usize,
+    seed: u64,
+    deadline: Instant,
+) {
+    // Short enough that a client stuck on a paused node comes back to the workload soon; what
+    // is cut off is recorded `unknown`.
+    let http = Http::new(Duration::from_secs(3));
+    let mut rng = Rng(seed);
+    // The last version this client saw per key, for compare-and-swap.
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let per_client = options.rate.map(|r| r / options.clients as f64);
+    let begun = Instant::now();
+    let mut done = 0u64;
+    while Instant::now() < deadline && !shared.stop.load(Ordering::Relaxed) {
+        if let Some(rate) = per_client {
+            let due = begun + Duration::from_secs_f64(done as f64 / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        done += 1;
+        let node = rng.below(addrs.len());
+        let key = format!("k{}", rng.below(options.keys));
+        let url = format!("http://{}/v1/stores/t:kv/keys/{key}", addrs[node]);
+        let roll = rng.below(100);
+        let mut r = Record {
+            process,
+            node,
+            key: key.clone(),
+            call: "read",
+            value: None,
+            expected: None,
+            invoke: 0,
+            complete: 0,
+            outcome: "unknown",
+            read: None,
+            version: None,
+            deleted: None,
+            refusal: None,
+            expires_at: None,
+        };
+        let value = format!("v{}", shared.next_value.fetch_add(1, Ordering::Relaxed));
+        let (method, target, body): (&str, String, Option<Vec<u8>>) = match options.backend {
+            Backend::Raft if roll < 45 => ("GET", url, None),
+            Backend::Raft if roll < 70 => {
+                r.call = "write";
+                r.value = Some(value.clone());
+                ("PUT", url, Some(value.into_bytes()))
+            }
+            Backend::Raft if roll < 92 => {
+                r.call = "cas";
+                let expected = seen.get(&key).copied().unwrap_or(1);
+                r.expected = Some(expected);
+                r.value = Some(value.clone());
+                (
+                    "PUT",
+                    format!("{url}?if_version={expected}"),
+                    Some(value.into_bytes()),
+                )
+            }
+            Backend::Raft => {
+                r.call = "delete";
+                ("DELETE", url, None)
+            }
+            Backend::Crdt if roll < 40 => ("GET", url, None),
+            Backend::Crdt if roll < 85 => {
+                r.call = "write";
+                r.value = Some(value.clone());
+                // One write in five with a short TTL.
+                let ttl = if rng.below(5) == 0 { "?ttl=3s" } else { "" };
+                ("PUT", format!("{url}{ttl}"), Some(value.into_bytes()))
+            }
+            Backend::Crdt => {
+                r.call = "delete";
+                ("DELETE", url, None)
+            }
+        };
+        r.invoke = shared.now();
+        let answer = http.call(method, &target, body.as_deref());
+        r.complete = shared.now();
+        match answer {
+            Answer::NotSent => r.outcome = "fail",
+            Answer::Lost => r.outcome = if r.call == "read" { "fail" } else { "unknown" },
+            Answer::Reply(status, version, expires, body) => match (r.call, status) {
+                ("read", 200) => {
+                    r.outcome = "ok";
+                    let v = String::from_utf8_lossy(&body).into_owned();
+                    if let Some(version) = version {
+                        seen.insert(key.clone(), version);
+                        r.read = Some((v, version));
+                    }
+                    let _ = expires;
+                }
+                ("read", 404) => r.outcome = "ok",
+                ("read", _) => r.outcome = "fail",
+                ("write" | "cas", 200) => {
+                    r.outcome = "ok";
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    r.version = v["version"].as_u64();
+                    r.expires_at = v["expires_at"].as_u64();
+                    if let Some(version) = r.version {
+                        seen.insert(key.clone(), version);
+                    }
+                }
+                ("cas", 409) => {
+                    r.outcome = "fail";
+                    r.refusal = Some("conflict");
+                    seen.remove(&key);
+                }
+                ("cas", 404) => {
+                    r.outcome = "fail";
+                    r.refusal = Some("not_found");
+                }
+                ("delete", 200) => {
+                    r.outcome = "ok";
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    r.deleted = v["deleted"].as_bool();
+                }
+                (_, s) if s >= 500 && indeterminate(s, &body) => r.outcome = "unknown",
+                _ => r.outcome = "fail",
+            },
+        }
+        let slot = match r.outcome {
+            "ok" => 0,
+            "fail" => 1,
+            _ => 2,
+        };
+        shared.counts[slot].fetch_add(1, Ordering::Relaxed);
+        shared
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(r);
+    }
+}
+
+/// The firewall of the namespace: drops between node addresses.
+struct Firewall;
+
+impl Firewall {
+    fn new() -> Result<Self> {
+        nft(&["add", "table", "inet", "testcluster"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "testcluster",
+            "out",
+            "{ type filter hook output priority 0; policy accept; }",
+        ])?;
+        Ok(Self)
+    }
+
+    /// Drops every packet between `a` and `b`, both ways.
+    fn cut(&self, a: Ipv4Addr, b: Ipv4Addr) -> Result<()> {
+        for (from, to) in [(a, b), (b, a)] {
+            nft(&[
+                "add",
+                "rule",
+                "inet",
+                "testcluster",
+                "out",
+                "ip",
+                "saddr",
+                &from.to_string(),
+                "ip",
+                "daddr",
+                &to.to_string(),
+                "drop",
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn heal(&self) -> Result<()> {
+        nft(&["flush", "chain", "inet", "testcluster", "out"])
+    }
+}
+
+fn nft(args: &[&str]) -> Result<()> {
+    let status = Command::new("nft")
+        .args(args)
+        .status()
+        .context("cannot run nft")?;
+    if !status.success() {
+        bail!("nft {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+fn wait_healthy(addr: &str, patience: Duration) -> bool {
+    let http = Http::new(Duration::from_secs(2));
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        if let Answer::Reply(200, ..) = http.call("GET", &format!("http://{addr}/v1/health"), None)
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn run_inside(options: &Options) -> Result<ExitCode> {
+    let out = options
+        .out
+        .clone()
+        .context("--out is set by the outer run")?;
+    let bin = std::env::var_os("STORE_NODE_BIN")
+        .map(PathBuf::from)
+        .context("STORE_NODE_BIN is set by the outer run")?;
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("cannot run ip")?;
+    if !up.success() {
+        bail!("cannot bring up loopback in the namespace");
+    }
+    let partitions = options.nemesis.contains(&Fault::Partition) || options.negative_control;
+    let firewall = if partitions {
+        Some(Firewall::new()?)
+    } else {
+        None
+    };
+    let mut nodes: Vec<Node> = (0..options.nodes)
+        .map(|i| Node {
+            index: i,
+            name: format!("n{}", i + 1),
+            ip: Ipv4Addr::new(127, 0, 0, i as u8 + 1),
+            dir: out.join("data").join(format!("n{}", i + 1)),
+            child: None,
+        })
+        .collect();
+    write_configs(options, &nodes)?;
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    for node in &mut nodes {
+        node.start(&bin, &logs.join(format!("{}.log", node.name)))?;
+    }
+    let addrs: Vec<String> = nodes.iter().map(Node::http).collect();
+    for a in &addrs {
+        if !wait_healthy(a, Duration::from_secs(60)) {
+            bail!(
+                "node {a} did not become healthy within 60 s; see {}",
+                logs.display()
+            );
+        }
+    }
+    println!(
+        "{} nodes up ({:?}), {} clients, {:?}, nemesis {:?}",
+        nodes.len(),
+        options.backend,
+        options.clients,
+        options.time,
+        options.nemesis.iter().map(|f| f.name()).collect::<Vec<_>>()
+    );
+
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        stop: AtomicBool::new(false),
+        records: Mutex::new(Vec::new()),
+        counts: Default::default(),
+        fault: Mutex::new("none".into()),
+        next_value: AtomicU64::new(1),
+    });
+    let deadline = Instant::now() + options.time;
+    let mut rng = Rng(options.seed);
+    let clients: Vec<_> = (0..options.clients)
+        .map(|c| {
+            let shared = Arc::clone(&shared);
+            let options = options.clone();
+            let addrs = addrs.clone();
+            let seed = rng.next();
+            std::thread::spawn(move || client(&shared, &options, &addrs, c, seed, deadline))
+        })
+        .collect();
+
+    // The nemesis, on this thread: a fault, a pause, another fault, … until the end.
+    let mut windows: Vec<Window> = Vec::new();
+    let faults: Vec<Fault> = if options.negative_control {
+        vec![Fault::Partition]
+    } else {
+        options.nemesis.clone()
+    };
+    let mut last_print = Instant::now();
+    let mut next_fault =
+        Instant::now() + rng.between(Duration::from_secs(2), Duration::from_secs(5));
+    let mut active: Option<(Instant, Window, Undo)> = None;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = Instant::now();
+        if let Some((end, _, _)) = &active {
+            if now >= *end {
+                if let Some((_, mut w, undo)) = active.take() {
+                    undo(&mut nodes);
+                    w.end = shared.now();
+                    windows.push(w);
+                }
+                if let Some(fw) = &firewall {
+                    fw.heal()?;
+                }
+                *shared
+                    .fault
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = "none".into();
+                next_fault = now + rng.between(Duration::from_secs(2), Duration::from_secs(6));
+            }
+        } else if !faults.is_empty() && now >= next_fault && now + Duration::from_secs(5) < deadline
+        {
+            let fault = faults[rng.below(faults.len())];
+            let length = rng.between(Duration::from_secs(3), Duration::from_secs(8));
+            let (what, undo): (String, Undo) = match fault {
+                Fault::Partition => {
+                    let fw = firewall
+                        .as_ref()
+                        .context("the firewall exists for partitions")?;
+                    let mut order: Vec<usize> = (0..nodes.len()).collect();
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.below(i + 1));
+                    }
+                    let half = (nodes.len() / 2).max(1);
+                    let (a, b) = order.split_at(half);
+                    for &x in a {
+                        for &y in b {
+                            fw.cut(nodes[x].ip, nodes[y].ip)?;
+                        }
+                    }
+                    let names = |s: &[usize]| {
+                        s.iter()
+                            .map(|i| nodes[*i].name.clone())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    (
+                        format!("partition {} | {}", names(a), names(b)),
+                        Box::new(|_: &mut [Node]| {}),
+                    )
+                }
+                Fault::Kill => {
+                    let i = rng.below(nodes.len());
+                    nodes[i].kill();
+                    let log = logs.join(format!("{}.log", nodes[i].name));
+                    let bin = bin.clone();
+                    (
+                        format!("kill {}", nodes[i].name),
+                        Box::new(move |nodes: &mut [Node]| {
+                            if let Err(e) = nodes[i].start(&bin, &log) {
+                                eprintln!("restart of {} failed: {e:#}", nodes[i].name);
+                            }
+                        }),
+                    )
+                }
+                Fault::Pause => {
+                    let i = rng.below(nodes.len());
+                    nodes[i].signal("-STOP");
+                    (
+                        format!("pause {}", nodes[i].name),
+                        Box::new(move |nodes: &mut [Node]| nodes[i].signal("-CONT")),
+                    )
+                }
+                Fault::Membership => {
+                    bail!("the membership nemesis is refused when the options are read")
+                }
+            };
+            *shared
+                .fault
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = what.clone();
+            active = Some((
+                now + length,
+                Window {
+                    what,
+                    start: shared.now(),
+                    end: 0,
+                },
+                undo,
+            ));
+        }
+        if last_print.elapsed() >= Duration::from_secs(2) {
+            last_print = Instant::now();
+            let c: Vec<u64> = shared
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
+            println!(
+                "[{:>4.0}s] ops {:>7}  ok {:>7}  fail {:>6}  unknown {:>5}  fault: {}",
+                shared.start.elapsed().as_secs_f64(),
+                c.iter().sum::<u64>(),
+                c[0],
+                c[1],
+                c[2],
+                shared
+                    .fault
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            );
+        }
+    }
+    if let Some((_, mut w, undo)) = active.take() {
+        undo(&mut nodes);
+        w.end = shared.now();
+        windows.push(w);
+    }
+    if let Some(fw) = &firewall {
+        fw.heal()?;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    // Heal, let the cluster recover, then read every key on every node.
+    for a in &addrs {
+        wait_healthy(a, Duration::from_secs(60));
+    }
+    let quiet = if options.backend == Backend::Crdt {
+        Duration::from_secs(8)
+    } else {
+        Duration::from_secs(1)
+    };
+    std::thread::sleep(quiet);
+    let records = std::mem::take(
+        &mut *shared
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    let finals = final_reads(options, &addrs);
+    for node in &mut nodes {
+        node.kill();
+    }
+    write_history(&out, &records, &windows)?;
+    let verdicts = check(options, &records, &finals);
+    report(options, &out, &records, &windows, &verdicts)
+}
+
+fn final_reads(options: &Options, addrs: &[String]) -> Vec<eventual::FinalRead> {
+    let http = Http::new(Duration::from_secs(5));
+    let mut out = Vec::new();
+    for (node, addr) in addrs.iter().enumerate() {
+        for k in 0..options.keys {
+            let key = format!("k{k}");
+            let at_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let value = match http.call(
+                "GET",
+                &format!("http://{addr}/v1/stores/t:kv/keys/{key}"),
+                None,
+            ) {
+                Answer::Reply(200, version, _, body) => Some((
+                    String::from_utf8_lossy(&body).into_owned(),
+                    version.unwrap_or(0),
+                )),
+                Answer::Reply(404, ..) => None,
+                _ => Some(("<no answer>".into(), 0)),
+            };
+            out.push(eventual::FinalRead {
+                node,
+                key,
+                value,
+                at_ms,
+            });
+        }
+    }
+    out
+}
+
+fn write_history(out: &Path, records: &[Record], windows: &[Window]) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out.join("history.jsonl"))?);
+    for (id, r) in records.iter().enumerate() {
+        let line = serde_json::json!({
+            "id": id, "process": r.process, "node": r.node, "key": r.key, "f": r.call,
+            "value": r.value, "expected": r.expected, "invoke_ns": r.invoke,
+            "complete_ns": r.complete, "outcome": r.outcome, "read": r.read,
+            "version": r.version, "deleted": r.deleted, "refusal": r.refusal,
+            "expires_at": r.expires_at,
+        });
+        writeln!(f, "{line}")?;
+    }
+    for w in windows {
+        let line = serde_json::json!({"fault": w.what, "start_ns": w.start, "end_ns": w.end});
+        writeln!(f, "{line}")?;
+    }
+    Ok(())
+}
+
+fn check(
+    options: &Options,
+    records: &[Record],
+    finals: &[eventual::FinalRead],
+) -> Vec<(String, Verdict)> {
+    match options.backend {
+        Backend::Raft => {
+            let ops: Vec<linear::Op> = records
+                .iter()
+                .enumerate()
+                .map(|(id, r)| linear_op(id, r))
+                .collect();
+            let mut by_key: BTreeMap<&str, Vec<linear::Op>> = BTreeMap::new();
+            for op in &ops {
+                by_key.entry(op.key.as_str()).or_default().push(op.clone());
+            }
+            let mut lin = Vec::new();
+            let mut versions = Vec::new();
+            let mut unknown = Vec::new();
+            for (key, ops) in &by_key {
+                match linear::check_key(ops, 20_000_000) {
+                    Verdict::Pass => {}
+                    Verdict::Fail(why) => lin.push(why),
+                    Verdict::Unknown(why) => unknown.push(format!("key {key:?}: {why}")),
+                }
+                if let Verdict::Fail(why) = linear::check_versions(ops) {
+                    versions.push(why);
+                }
+            }
+            let linearizable = if !lin.is_empty() {
+                Verdict::Fail(lin.join("; "))
+            } else if !unknown.is_empty() {
+                Verdict::Unknown(unknown.join("; "))
+            } else {
+                Verdict::Pass
+            };
+            let versions = if versions.is_empty() {
+                Verdict::Pass
+            } else {
+                Verdict::Fail(versions.join("; "))
+            };
+            vec![
+                ("linearizable (per key)".into(), linearizable),
+                ("versions grow in real time".into(), versions),
+            ]
+        }
+        Backend::Crdt => {
+            let ops: Vec<eventual::Op> = records
+                .iter()
+                .enumerate()
+                .map(|(id, r)| eventual_op(id, r))
+                .collect();
+            let v = eventual::check(&ops, finals);
+            vec![
+                ("convergence".into(), v.convergence),
+                ("no lost acknowledged write".into(), v.no_lost_write),
+                ("no resurrected delete".into(), v.no_resurrection),
+                ("TTL: nothing past its deadline".into(), v.ttl),
+                ("no value nobody wrote".into(), v.no_phantom),
+            ]
+        }
+    }
+}
+
+fn linear_op(id: usize, r: &Record) -> linear::Op {
+    let call = match r.call {
+        "write" => linear::Call::Write {
+            value: r.value.clone().unwrap_or_default(),
+        },
+        "cas" => linear::Call::Cas {
+            expected: r.expected.unwrap_or(0),
+            value: r.value.clone().unwrap_or_default(),
+        },
+        "delete" => linear::Call::Delete,
+        _ => linear::Call::Read,
+    };
+    let outcome = match (r.outcome, r.call) {
+        ("ok", "read") => linear::Outcome::Ok(linear::Reply::Read(r.read.clone())),
+        ("ok", "delete") => linear::Outcome::Ok(linear::Reply::Deleted(r.deleted.unwrap_or(false))),
+        ("ok", _) => linear::Outcome::Ok(linear::Reply::Written(r.version.unwrap_or(0))),
+        ("fail", _) => linear::Outcome::Fail(match r.refusal {
+            Some("conflict") => linear::Refusal::Conflict,
+            Some("not_found") => linear::Refusal::NotFound,
+            _ => linear::Refusal::Other,
+        }),
+        _ => linear::Outcome::Unknown,
+    };
+    linear::Op {
+        id,
+        process: r.process,
+        key: r.key.clone(),
+        call,
+        invoke: r.invoke,
+        complete: r.complete,
+        outcome,
+    }
+}
+
+fn eventual_op(id: usize, r: &Record) -> eventual::Op {
+    let call = match r.call {
+        "write" => eventual::Call::Write {
+            value: r.value.clone().unwrap_or_default(),
+        },
+        "delete" => eventual::Call::Delete,
+        _ => eventual::Call::Read,
+    };
+    let outcome = match (r.outcome, r.call) {
+        ("ok", "read") => eventual::Outcome::Read(r.read.clone()),
+        ("ok", "delete") => eventual::Outcome::Deleted,
+        ("ok", _) => eventual::Outcome::Written {
+            version: r.version.unwrap_or(0),
+            expires_at: r.expires_at,
+        },
+        ("fail", _) => eventual::Outcome::Fail,
+        _ => eventual::Outcome::Unknown,
+    };
+    eventual::Op {
+        id,
+        node: r.node,
+        key: r.key.clone(),
+        call,
+        invoke: r.invoke,
+        complete: r.complete,
+        outcome,
+    }
+}
+
+fn report(
+    options: &Options,
+    out: &Path,
+    records: &[Record],
+    windows: &[Window],
+    verdicts: &[(String, Verdict)],
+) -> Result<ExitCode> {
+    let count = |o: &str| records.iter().filter(|r| r.outcome == o).count();
+    let mut md = String::new();
+    let _ = writeln!(md, "# test-cluster report\n");
+    let _ = writeln!(
+        md,
+        "- backend: {:?}{}, {} nodes, {} clients, {:?}, {} keys",
+        options.backend,
+        if options.negative_control {
+            " (negative control: serializable reads under partitions)"
+        } else {
+            ""
+        },
+        options.nodes,
+        options.clients,
+        options.time,
+        options.keys
+    );
+    let _ = writeln!(md, "- seed: {}", options.seed);
+    let mut command = format!(
+        "cargo xtask test-cluster --backend {} --nodes {} --time {}s --clients {} --keys {} --seed {}",
+        match options.backend {
+            Backend::Raft => "raft",
+            Backend::Crdt => "crdt",
+        },
+        options.nodes,
+        options.time.as_secs(),
+        options.clients,
+        options.keys,
+        options.seed
+    );
+    let nemesis: Vec<&str> = options.nemesis.iter().map(|f| f.name()).collect();
+    let _ = write!(
+        command,
+        " --nemesis {}",
+        if nemesis.is_empty() {
+            "none".to_owned()
+        } else {
+            nemesis.join(",")
+        }
+    );
+    if let Some(rate) = options.rate {
+        let _ = write!(command, " --rate {rate}");
+    }
+    if options.negative_control {
+        command.push_str(" --negative-control");
+    }
+    let _ = writeln!(md, "- reproduce: `{command}`");
+    let _ = writeln!(
+        md,
+        "- operations: {} (ok {}, fail {}, unknown {})\n",
+        records.len(),
+        count("ok"),
+        count("fail"),
+        count("unknown")
+    );
+    let _ = writeln!(md, "## Faults\n");
+    for w in windows {
+        let _ = writeln!(
+            md,
+            "- {:.1}s–{:.1}s: {}",
+            w.start as f64 / 1e9,
+            w.end as f64 / 1e9,
+            w.what
+        );
+    }
+    let _ = writeln!(md, "\n## Verdicts\n\n| check | verdict |\n|---|---|");
+    for (name, v) in verdicts {
+        let _ = writeln!(md, "| {name} | {v} |");
+    }
+    std::fs::write(out.join("report.md"), &md)?;
+    println!("\n| check | verdict |\n|---|---|");
+    for (name, v) in verdicts {
+        let shown = v.to_string();
+        let shown: String = shown.chars().take(300).collect();
+        println!("| {name} | {shown} |");
+    }
+    println!("\nreport: {}", out.join("report.md").display());
+    let failed = verdicts.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)));
+    let all_pass = verdicts.iter().all(|(_, v)| *v == Verdict::Pass);
+    Ok(if options.negative_control {
+        if failed {
+            println!("negative control: the checker found the violation, as it must");
+            ExitCode::SUCCESS
+        } else {
+            println!("negative control: NO violation found; the checker or the workload is blind");
+            ExitCode::from(1)
+        }
+    } else if all_pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn flags_have_their_defaults_and_quick_shrinks_the_run() {
+        let o = parse(&args("--seed 9")).unwrap();
+        assert_eq!(
+            (o.backend, o.nodes, o.time, o.clients, o.keys, o.seed),
+            (Backend::Raft, 5, Duration::from_secs(60), 10, 20, 9)
+        );
+        assert_eq!(o.nemesis, [Fault::Partition, Fault::Kill, Fault::Pause]);
+        let q = parse(&args("--quick --backend crdt --nemesis partition,kill")).unwrap();
+        assert_eq!(
+            (q.backend, q.nodes, q.time),
+            (Backend::Crdt, 3, Duration::from_secs(30))
+        );
+        assert_eq!(q.nemesis, [Fault::Partition, Fault::Kill]);
+        assert!(parse(&args("--nemesis none")).unwrap().nemesis.is_empty());
+        assert_eq!(
+            parse(&args("--time 2m")).unwrap().time,
+            Duration::from_secs(120)
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag_and_the_value() {
+        for (given, says) in [
+            ("--backend etcd", "--backend \"etcd\""),
+            ("--nodes 0", "--nodes \"0\""),
+            ("--time soon", "--time \"soon\""),
+            ("--nemesis chaos", "--nemesis \"chaos\""),
+            ("--nemesis membership", "not implemented yet"),
+            ("--negative-control --backend crdt", "raft workload"),
+            ("--frobnicate", "unknown flag"),
+            ("--seed", "needs a value"),
+        ] {
+            let e = format!("{:#}", parse(&args(given)).unwrap_err());
+            assert!(e.contains(says), "{given}: {e}");
+        }
+    }
+}
