@@ -351,6 +351,14 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
         out.display().to_string(),
     ]);
     println!("seed {} → {}", options.seed, out.display());
+    // Ctrl-C reaches the whole process group: `unshare` dies of it and `--kill-child` takes the
+    // namespace (and every node) down with it. This process only waits, then cleans up.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = Arc::clone(&interrupted);
+        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
+    }
     let status = Command::new("unshare")
         .args([
             "--user",
@@ -372,6 +380,13 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
         .context("cannot run unshare")?;
     // Whatever happened inside, the nodes' data folders go; the report stays.
     let _ = std::fs::remove_dir_all(out.join("data"));
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!(
+            "test-cluster: interrupted; nodes stopped, data removed, logs in {}",
+            out.display()
+        );
+        return Ok(ExitCode::from(2));
+    }
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(1) => ExitCode::from(1),
@@ -399,7 +414,10 @@ impl Node {
             .append(true)
             .open(log)
             .with_context(|| format!("cannot open {}", log.display()))?;
+        use std::os::unix::process::CommandExt as _;
         let child = Command::new(bin)
+            // Its own process group: Ctrl-C reaches the run, which stops the nodes itself.
+            .process_group(0)
             .args(["serve", "--config"])
             .arg(self.dir.join("node.yaml"))
             .env("TEST_CLUSTER_SECRET", SECRET)
@@ -818,6 +836,14 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     if !up.success() {
         bail!("cannot bring up loopback in the namespace");
     }
+    // In the namespace this process is its init: a signal without a handler is ignored. Ctrl-C
+    // ends the run early; everything below still stops the nodes and writes what was recorded.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = Arc::clone(&interrupted);
+        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
+    }
     let partitions = options.nemesis.contains(&Fault::Partition) || options.negative_control;
     let firewall = if partitions {
         Some(Firewall::new()?)
@@ -888,7 +914,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     let mut next_fault =
         Instant::now() + rng.between(Duration::from_secs(2), Duration::from_secs(5));
     let mut active: Option<(Instant, Window, Undo)> = None;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !interrupted.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         let now = Instant::now();
         if let Some((end, _, _)) = &active {
@@ -1010,6 +1036,23 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     shared.stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        for node in &mut nodes {
+            node.kill();
+        }
+        let records = std::mem::take(
+            &mut *shared
+                .records
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        write_history(&out, &records, &windows)?;
+        eprintln!(
+            "test-cluster: interrupted; nodes stopped, the history so far is in {}",
+            out.display()
+        );
+        return Ok(ExitCode::from(2));
     }
     // Heal, let the cluster recover, then read every key on every node.
     for a in &addrs {
