@@ -6,6 +6,8 @@
 //! - `cargo xtask tidy`: repository rules (the crates' layering, crate docs, workspace lints, the
 //!   trait's behaviour bullets matching the conformance cases).
 //! - `cargo xtask bench [--quick]`: every backend's benchmark.
+//! - `cargo xtask test-cluster`: a Jepsen-style run of real nodes with faults, checked
+//!   (`cluster.rs`; the checkers are in the library, `checker`).
 //!
 //! It must never be a build dependency of the workspace's crates: it only drives cargo.
 
