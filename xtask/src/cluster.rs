@@ -281,6 +281,16 @@ fn cannot_isolate() -> Option<String> {
     })
 }
 
+/// The command for `tool`: its name when it is on the `PATH`, else the sbin folders an
+/// unprivileged user's `PATH` often lacks.
+fn tool(name: &str) -> String {
+    ["", "/usr/sbin/", "/sbin/"]
+        .iter()
+        .map(|dir| format!("{dir}{name}"))
+        .find(|path| have(path, "--version") || have(path, "-V"))
+        .unwrap_or_else(|| name.to_owned())
+}
+
 fn have(tool: &str, arg: &str) -> bool {
     Command::new(tool)
         .arg(arg)
@@ -296,25 +306,36 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
         eprintln!("test-cluster: refused: {why}");
         return Ok(ExitCode::from(2));
     }
-    if !have("ip", "-V") {
+    if !have(&tool("ip"), "-V") {
         eprintln!("test-cluster: refused: `ip` (Debian: iproute2) is needed to bring up loopback");
         return Ok(ExitCode::from(2));
     }
     let partitions = options.nemesis.contains(&Fault::Partition) || options.negative_control;
-    if partitions && !have("nft", "--version") {
+    if partitions && !have(&tool("nft"), "--version") {
         eprintln!(
             "test-cluster: refused: the partition nemesis needs nftables' `nft` (Debian: apt-get \
              install nftables); or run with --nemesis kill,pause"
         );
         return Ok(ExitCode::from(2));
     }
-    println!("==> cargo build --release -p store-node");
-    let status = crate::cargo()
-        .args(["build", "--release", "-p", "store-node"])
-        .status()
-        .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("building store-node failed");
+    // `STORE_NODE_BIN` runs a binary built elsewhere (CI uses the test build's); otherwise
+    // the release build.
+    let bin = match std::env::var_os("STORE_NODE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            println!("==> cargo build --release -p store-node");
+            let status = crate::cargo()
+                .args(["build", "--release", "-p", "store-node"])
+                .status()
+                .context("cannot run cargo")?;
+            if !status.success() {
+                bail!("building store-node failed");
+            }
+            crate::root().join("target/release/store-node")
+        }
+    };
+    if !bin.is_file() {
+        bail!("no store-node binary at {}", bin.display());
     }
     let out = options.out.clone().unwrap_or_else(|| {
         let stamp = SystemTime::now()
@@ -798,7 +819,7 @@ impl Firewall {
 }
 
 fn nft(args: &[&str]) -> Result<()> {
-    let status = Command::new("nft")
+    let status = Command::new(tool("nft"))
         .args(args)
         .status()
         .context("cannot run nft")?;
@@ -829,7 +850,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     let bin = std::env::var_os("STORE_NODE_BIN")
         .map(PathBuf::from)
         .context("STORE_NODE_BIN is set by the outer run")?;
-    let up = Command::new("ip")
+    let up = Command::new(tool("ip"))
         .args(["link", "set", "lo", "up"])
         .status()
         .context("cannot run ip")?;

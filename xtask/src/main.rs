@@ -24,7 +24,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci             fmt check, clippy -D warnings, feature builds, tests, docs (-D warnings),
+  ci             fmt check, clippy -D warnings, feature builds, tests, bench and test-cluster
+                 smoke runs, docs (-D warnings),
                  cargo deny, tidy
   tidy           repository rules: layering, crate docs, workspace lints, suite coverage
   bench [--quick] [raft]
@@ -174,6 +175,55 @@ fn ci() -> Result<()> {
         run(c).map(|()| {
             "store.kv.raft vs etcd and store.kv.crdt (5 nodes), quick mode, dev profile".to_owned()
         })
+    });
+    // Short fault-injection runs of real node processes (the test build's binary): raft under
+    // partitions, kills and pauses; crdt under partitions and kills; and the negative control,
+    // which must find the violation of serializable reads.
+    phase("cluster", &|| {
+        let mut c = cargo();
+        c.args([
+            "build",
+            "-p",
+            "store-node",
+            "--locked",
+            "--features",
+            TEST_FEATURES,
+        ]);
+        run(c)?;
+        let bin = root().join("target/debug/store-node");
+        let exe = std::env::current_exe().context("cannot find xtask's own executable")?;
+        let runs: [(&str, &[&str]); 3] = [
+            (
+                "raft",
+                &["--backend", "raft", "--nemesis", "partition,kill,pause"],
+            ),
+            (
+                "crdt",
+                &["--backend", "crdt", "--nemesis", "partition,kill"],
+            ),
+            ("negative-control", &["--negative-control"]),
+        ];
+        for (name, flags) in runs {
+            println!("\n==> cargo xtask test-cluster --quick {}", flags.join(" "));
+            let status = Command::new(&exe)
+                .args(["test-cluster", "--quick", "--seed", "1"])
+                .args(flags)
+                .arg("--out")
+                .arg(
+                    root()
+                        .join("target/test-cluster")
+                        .join(format!("ci-{name}")),
+                )
+                .env("STORE_NODE_BIN", &bin)
+                .status()
+                .context("cannot run test-cluster")?;
+            if !status.success() {
+                bail!(
+                    "test-cluster {name} failed ({status}); see target/test-cluster/ci-{name}/report.md"
+                );
+            }
+        }
+        Ok("test-cluster --quick: raft, crdt, negative control".to_owned())
     });
     phase("doc", &|| {
         let mut c = cargo();
