@@ -101,12 +101,7 @@ fn parse(args: &[String]) -> Result<Options> {
                 }
             }
             "--nodes" => {
-                let v = value("--nodes")?;
-                o.nodes = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=50).contains(n))
-                    .with_context(|| format!("--nodes {v:?}: expected 1 to 50"))?;
+                o.nodes = count("--nodes", &value("--nodes")?, 1, 50)?;
                 nodes_given = true;
             }
             "--time" => {
@@ -114,14 +109,7 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.time = parse_duration(&v).with_context(|| format!("--time {v:?}"))?;
                 time_given = true;
             }
-            "--clients" => {
-                let v = value("--clients")?;
-                o.clients = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=200).contains(n))
-                    .with_context(|| format!("--clients {v:?}: expected 1 to 200"))?;
-            }
+            "--clients" => o.clients = count("--clients", &value("--clients")?, 1, 200)?,
             "--rate" => {
                 let v = value("--rate")?;
                 o.rate =
@@ -129,14 +117,7 @@ fn parse(args: &[String]) -> Result<Options> {
                         format!("--rate {v:?}: expected operations per second")
                     })?);
             }
-            "--keys" => {
-                let v = value("--keys")?;
-                o.keys = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .with_context(|| format!("--keys {v:?}: expected 1 to 10000"))?;
-            }
+            "--keys" => o.keys = count("--keys", &value("--keys")?, 1, 10_000)?,
             "--nemesis" => {
                 let v = value("--nemesis")?;
                 o.nemesis = parse_nemesis(&v)?;
@@ -174,6 +155,14 @@ fn parse(args: &[String]) -> Result<Options> {
         );
     }
     Ok(o)
+}
+
+/// A whole number in `lo..=hi` given to `flag`.
+fn count(flag: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
+    v.parse()
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+        .with_context(|| format!("{flag} {v:?}: expected {lo} to {hi}"))
 }
 
 fn parse_nemesis(v: &str) -> Result<Vec<Fault>> {
@@ -393,10 +382,7 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
         .arg("test-cluster")
         .args(&inner_args)
         .env(INSIDE, "1")
-        .env(
-            "STORE_NODE_BIN",
-            crate::root().join("target/release/store-node"),
-        )
+        .env("STORE_NODE_BIN", &bin)
         .status()
         .context("cannot run unshare")?;
     // Whatever happened inside, the nodes' data folders go; the report stays.
@@ -1058,16 +1044,16 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     for c in clients {
         let _ = c.join();
     }
+    let records = std::mem::take(
+        &mut *shared
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     if interrupted.load(Ordering::SeqCst) {
         for node in &mut nodes {
             node.kill();
         }
-        let records = std::mem::take(
-            &mut *shared
-                .records
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
         write_history(&out, &records, &windows)?;
         eprintln!(
             "test-cluster: interrupted; nodes stopped, the history so far is in {}",
@@ -1085,12 +1071,6 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         Duration::from_secs(1)
     };
     std::thread::sleep(quiet);
-    let records = std::mem::take(
-        &mut *shared
-            .records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
     let finals = final_reads(options, &addrs);
     for node in &mut nodes {
         node.kill();
