@@ -926,14 +926,13 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         let now = Instant::now();
         if let Some((end, _, _)) = &active {
             if now >= *end {
-                if let Some((_, mut w, undo)) = active.take() {
-                    undo(&mut nodes);
-                    w.end = shared.now();
-                    windows.push(w);
-                }
-                if let Some(fw) = &firewall {
-                    fw.heal()?;
-                }
+                end_fault(
+                    &mut active,
+                    &mut nodes,
+                    &mut windows,
+                    firewall.as_ref(),
+                    &shared,
+                )?;
                 *shared
                     .fault
                     .lock()
@@ -1032,14 +1031,13 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
             );
         }
     }
-    if let Some((_, mut w, undo)) = active.take() {
-        undo(&mut nodes);
-        w.end = shared.now();
-        windows.push(w);
-    }
-    if let Some(fw) = &firewall {
-        fw.heal()?;
-    }
+    end_fault(
+        &mut active,
+        &mut nodes,
+        &mut windows,
+        firewall.as_ref(),
+        &shared,
+    )?;
     shared.stop.store(true, Ordering::Relaxed);
     for c in clients {
         let _ = c.join();
@@ -1078,6 +1076,26 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     write_history(&out, &records, &windows)?;
     let verdicts = check(options, &records, &finals);
     report(options, &out, &records, &windows, &verdicts)
+}
+
+/// Ends the fault in progress, if any (restart, resume), records its window, and heals every
+/// partition.
+fn end_fault(
+    active: &mut Option<(Instant, Window, Undo)>,
+    nodes: &mut [Node],
+    windows: &mut Vec<Window>,
+    firewall: Option<&Firewall>,
+    shared: &Shared,
+) -> Result<()> {
+    if let Some((_, mut w, undo)) = active.take() {
+        undo(nodes);
+        w.end = shared.now();
+        windows.push(w);
+    }
+    if let Some(fw) = firewall {
+        fw.heal()?;
+    }
+    Ok(())
 }
 
 fn final_reads(options: &Options, addrs: &[String]) -> Vec<eventual::FinalRead> {

@@ -509,8 +509,20 @@ async fn a_node_without_the_secret_is_refused() {
             .set("planted", v("evil"), None)
             .await
             .expect("local write");
-        // Give it a few join attempts and anti-entropy rounds.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Each join attempt sends the intruder's push/pull state: wait for three attempts.
+        let traffic =
+            |e: &store_crdt::CrdtEngine| e.traffic().push_pull_bytes.load(Ordering::Relaxed);
+        eventually("a first join attempt", || {
+            let e = engine.clone();
+            async move { traffic(&e) > 0 }
+        })
+        .await;
+        let one = traffic(&engine);
+        eventually("two more join attempts", || {
+            let e = engine.clone();
+            async move { traffic(&e) >= 3 * one }
+        })
+        .await;
         assert!(!engine.joined(), "secret {secret:?}: joined");
         for i in 0..2 {
             let members = engine_members(&cluster, i).await;
