@@ -19,6 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use xtask::checker::{Verdict, eventual, linear};
 
+use crate::plot;
+
 /// Set in the environment of the run inside the namespace.
 const INSIDE: &str = "XTASK_TEST_CLUSTER_INSIDE";
 const SECRET: &str = "test-cluster secret";
@@ -64,7 +66,7 @@ struct Options {
 
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
-    [--rate OPS] [--keys 20] [--nemesis partition,kill,pause|none|all] [--seed N]
+    [--rate OPS] [--keys 20] [--nemesis partition,kill,pause,membership|none|all] [--seed N]
     [--out DIR] [--quick] [--negative-control]";
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -75,13 +77,14 @@ fn parse(args: &[String]) -> Result<Options> {
         clients: 10,
         rate: None,
         keys: 20,
-        nemesis: vec![Fault::Partition, Fault::Kill, Fault::Pause],
+        nemesis: Vec::new(),
         seed: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
         out: None,
         negative_control: false,
     };
+    let mut nemesis = "all".to_owned();
     let mut quick = false;
     let mut nodes_given = false;
     let mut time_given = false;
@@ -118,10 +121,7 @@ fn parse(args: &[String]) -> Result<Options> {
                     })?);
             }
             "--keys" => o.keys = count("--keys", &value("--keys")?, 1, 10_000)?,
-            "--nemesis" => {
-                let v = value("--nemesis")?;
-                o.nemesis = parse_nemesis(&v)?;
-            }
+            "--nemesis" => nemesis = value("--nemesis")?,
             "--seed" => {
                 let v = value("--seed")?;
                 o.seed = v
@@ -145,15 +145,7 @@ fn parse(args: &[String]) -> Result<Options> {
     if o.negative_control && o.backend != Backend::Raft {
         bail!("--negative-control runs the raft workload; drop --backend crdt");
     }
-    if o.backend == Backend::Crdt {
-        o.nemesis.retain(|f| *f != Fault::Membership);
-    }
-    if o.nemesis.contains(&Fault::Membership) {
-        bail!(
-            "--nemesis membership: not implemented yet (removing and re-adding a Raft member \
-             through the cluster endpoint); run with --nemesis partition,kill,pause"
-        );
-    }
+    o.nemesis = parse_nemesis(&nemesis, o.backend)?;
     Ok(o)
 }
 
@@ -165,16 +157,26 @@ fn count(flag: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
         .with_context(|| format!("{flag} {v:?}: expected {lo} to {hi}"))
 }
 
-fn parse_nemesis(v: &str) -> Result<Vec<Fault>> {
+/// The faults `v` names; `all` is every fault that applies to `backend` (gossip has no
+/// membership change: members come and go by themselves).
+fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim) {
         match part {
             "none" => {}
-            // Every fault this build can inject (membership is not implemented yet).
-            "all" => out.extend([Fault::Partition, Fault::Kill, Fault::Pause]),
+            "all" => {
+                out.extend([Fault::Partition, Fault::Kill, Fault::Pause]);
+                if backend == Backend::Raft {
+                    out.push(Fault::Membership);
+                }
+            }
             "partition" => out.push(Fault::Partition),
             "kill" => out.push(Fault::Kill),
             "pause" => out.push(Fault::Pause),
+            "membership" if backend == Backend::Crdt => bail!(
+                "--nemesis membership: the crdt backend has no membership change (gossip \
+                 members join and leave by themselves); use partition, kill or pause"
+            ),
             "membership" => out.push(Fault::Membership),
             other => bail!(
                 "--nemesis {other:?}: expected partition, kill, pause, membership, none or all"
@@ -214,6 +216,15 @@ impl Rng {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// `0..n` in a random order (Fisher–Yates).
+    fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, self.below(i + 1));
+        }
+        order
     }
 
     fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
@@ -529,8 +540,9 @@ struct Record {
     expires_at: Option<u64>,
 }
 
-/// What ends a fault (restart the node, resume it, …).
-type Undo = Box<dyn FnOnce(&mut [Node])>;
+/// What ends a fault (restart the node, resume it, add it back, …); a note for the report when
+/// it did not go as planned.
+type Undo = Box<dyn FnOnce(&mut [Node]) -> Option<String>>;
 
 /// A fault window.
 #[derive(Debug, Clone)]
@@ -621,11 +633,11 @@ impl Shared {
     }
 }
 
+/// Client `process`, on `node` at `addr`, until `deadline`.
 fn client(
     shared: &Shared,
     options: &Options,
-    addrs: &[String],
-    process: usize,
+    (process, node, addr): (usize, usize, &str),
     seed: u64,
     deadline: Instant,
 ) {
@@ -646,9 +658,8 @@ fn client(
             }
         }
         done += 1;
-        let node = rng.below(addrs.len());
         let key = format!("k{}", rng.below(options.keys));
-        let url = format!("http://{}/v1/stores/t:kv/keys/{key}", addrs[node]);
+        let url = format!("http://{addr}/v1/stores/t:kv/keys/{key}");
         let roll = rng.below(100);
         let mut r = Record {
             process,
@@ -900,13 +911,20 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     });
     let deadline = Instant::now() + options.time;
     let mut rng = Rng(options.seed);
+    // Each client talks to one node, the clients dealt over the nodes in a random order: a
+    // client whose node is cut off or paused waits, the others go on (a client free to pick any
+    // node would soon be stuck on the faulty one, and so would every other).
+    let order = rng.permutation(nodes.len());
     let clients: Vec<_> = (0..options.clients)
         .map(|c| {
             let shared = Arc::clone(&shared);
             let options = options.clone();
-            let addrs = addrs.clone();
+            let node = order[c % order.len()];
+            let addr = addrs[node].clone();
             let seed = rng.next();
-            std::thread::spawn(move || client(&shared, &options, &addrs, c, seed, deadline))
+            std::thread::spawn(move || {
+                client(&shared, &options, (c, node, &addr), seed, deadline);
+            })
         })
         .collect();
 
@@ -943,59 +961,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         {
             let fault = faults[rng.below(faults.len())];
             let length = rng.between(Duration::from_secs(3), Duration::from_secs(8));
-            let (what, undo): (String, Undo) = match fault {
-                Fault::Partition => {
-                    let fw = firewall
-                        .as_ref()
-                        .context("the firewall exists for partitions")?;
-                    let mut order: Vec<usize> = (0..nodes.len()).collect();
-                    for i in (1..order.len()).rev() {
-                        order.swap(i, rng.below(i + 1));
-                    }
-                    let half = (nodes.len() / 2).max(1);
-                    let (a, b) = order.split_at(half);
-                    for &x in a {
-                        for &y in b {
-                            fw.cut(nodes[x].ip, nodes[y].ip)?;
-                        }
-                    }
-                    let names = |s: &[usize]| {
-                        s.iter()
-                            .map(|i| nodes[*i].name.clone())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    };
-                    (
-                        format!("partition {} | {}", names(a), names(b)),
-                        Box::new(|_: &mut [Node]| {}),
-                    )
-                }
-                Fault::Kill => {
-                    let i = rng.below(nodes.len());
-                    nodes[i].kill();
-                    let log = logs.join(format!("{}.log", nodes[i].name));
-                    let bin = bin.clone();
-                    (
-                        format!("kill {}", nodes[i].name),
-                        Box::new(move |nodes: &mut [Node]| {
-                            if let Err(e) = nodes[i].start(&bin, &log) {
-                                eprintln!("restart of {} failed: {e:#}", nodes[i].name);
-                            }
-                        }),
-                    )
-                }
-                Fault::Pause => {
-                    let i = rng.below(nodes.len());
-                    nodes[i].signal("-STOP");
-                    (
-                        format!("pause {}", nodes[i].name),
-                        Box::new(move |nodes: &mut [Node]| nodes[i].signal("-CONT")),
-                    )
-                }
-                Fault::Membership => {
-                    bail!("the membership nemesis is refused when the options are read")
-                }
-            };
+            let (what, undo) = inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
             *shared
                 .fault
                 .lock()
@@ -1059,23 +1025,248 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    // Heal, let the cluster recover, then read every key on every node.
+    // Healed; let the cluster recover, then (gossip) read every key on every node until they
+    // agree.
+    let healed = Instant::now();
     for a in &addrs {
         wait_healthy(a, Duration::from_secs(60));
     }
-    let quiet = if options.backend == Backend::Crdt {
-        Duration::from_secs(8)
-    } else {
-        Duration::from_secs(1)
+    let (finals, converged) = match options.backend {
+        Backend::Crdt => settle(options, &addrs, healed, Duration::from_secs(60)),
+        Backend::Raft => (Vec::new(), None),
     };
-    std::thread::sleep(quiet);
-    let finals = final_reads(options, &addrs);
     for node in &mut nodes {
         node.kill();
     }
     write_history(&out, &records, &windows)?;
+    let length = shared.now();
+    let checking = Instant::now();
     let verdicts = check(options, &records, &finals);
-    report(options, &out, &records, &windows, &verdicts)
+    let run = Run {
+        checked_in: checking.elapsed(),
+        records,
+        windows,
+        verdicts,
+        converged,
+        length,
+    };
+    plots(&out, &run)?;
+    report(options, &out, &run)
+}
+
+/// What a run recorded and found.
+struct Run {
+    records: Vec<Record>,
+    windows: Vec<Window>,
+    verdicts: Vec<(String, Verdict)>,
+    /// How long the checkers took.
+    checked_in: Duration,
+    /// Gossip: how long after healing every node answered the same.
+    converged: Option<Duration>,
+    /// ns from the start to the end of the final reads.
+    length: u64,
+}
+
+/// `latency.png` and `throughput.png` in `out`.
+fn plots(out: &Path, run: &Run) -> Result<()> {
+    let points: Vec<plot::Point> = run
+        .records
+        .iter()
+        .map(|r| plot::Point {
+            at: r.invoke as f64 / 1e9,
+            latency_ms: r.complete.saturating_sub(r.invoke) as f64 / 1e6,
+            outcome: r.outcome,
+        })
+        .collect();
+    let spans: Vec<plot::Span> = run
+        .windows
+        .iter()
+        .map(|w| plot::Span {
+            start: w.start as f64 / 1e9,
+            end: w.end as f64 / 1e9,
+            what: w.what.clone(),
+        })
+        .collect();
+    let end = run.length as f64 / 1e9;
+    plot::latency(&out.join("latency.png"), &points, &spans, end)?;
+    plot::throughput(&out.join("throughput.png"), &points, &spans, end)
+}
+
+/// Starts `fault` on the cluster: what it is, for the report, and what ends it.
+fn inject(
+    fault: Fault,
+    nodes: &mut [Node],
+    rng: &mut Rng,
+    firewall: Option<&Firewall>,
+    bin: &Path,
+    logs: &Path,
+) -> Result<(String, Undo)> {
+    Ok(match fault {
+        Fault::Partition => {
+            let fw = firewall.context("the firewall exists for partitions")?;
+            (partition(nodes, rng, fw)?, Box::new(|_: &mut [Node]| None))
+        }
+        Fault::Kill => {
+            let i = rng.below(nodes.len());
+            nodes[i].kill();
+            let log = logs.join(format!("{}.log", nodes[i].name));
+            let bin = bin.to_owned();
+            (
+                format!("kill {}", nodes[i].name),
+                Box::new(move |nodes: &mut [Node]| {
+                    nodes[i]
+                        .start(&bin, &log)
+                        .err()
+                        .map(|e| format!("restart failed: {e:#}"))
+                }),
+            )
+        }
+        Fault::Pause => {
+            let i = rng.below(nodes.len());
+            nodes[i].signal("-STOP");
+            (
+                format!("pause {}", nodes[i].name),
+                Box::new(move |nodes: &mut [Node]| {
+                    nodes[i].signal("-CONT");
+                    None
+                }),
+            )
+        }
+        Fault::Membership => membership(nodes, rng),
+    })
+}
+
+/// Cuts the cluster in one of the shapes of [`shape`], with drops both ways between the sides.
+fn partition(nodes: &[Node], rng: &mut Rng, fw: &Firewall) -> Result<String> {
+    let (what, a, b) = shape(nodes.len(), rng, || leader(nodes));
+    for &x in &a {
+        for &y in &b {
+            fw.cut(nodes[x].ip, nodes[y].ip)?;
+        }
+    }
+    let names = |s: &[usize]| {
+        s.iter()
+            .map(|i| nodes[*i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let what = what.replace("{bridge}", &names(&[shape_bridge(nodes.len(), &a, &b)]));
+    Ok(format!("{what}: {} | {}", names(&a), names(&b)))
+}
+
+/// The node in neither side of a cut of `n` nodes (a bridge's), or the first if none.
+fn shape_bridge(n: usize, a: &[usize], b: &[usize]) -> usize {
+    (0..n)
+        .find(|i| !a.contains(i) && !b.contains(i))
+        .unwrap_or(0)
+}
+
+/// One of three partition shapes of `n` nodes, drawn from `rng`, as the two sides to cut
+/// apart: two random halves; the Raft leader alone (any one node when `leader` knows none); or
+/// a bridge: one node in neither side, which sees both while the sides do not see each
+/// other (with an odd count, each side with the bridge is a majority).
+fn shape(
+    n: usize,
+    rng: &mut Rng,
+    leader: impl FnOnce() -> Option<usize>,
+) -> (String, Vec<usize>, Vec<usize>) {
+    let order = rng.permutation(n);
+    match rng.below(3) {
+        1 => {
+            let leader = leader().filter(|l| *l < n);
+            let alone = leader.unwrap_or(order[0]);
+            let rest = order.into_iter().filter(|i| *i != alone).collect();
+            let what = if leader.is_some() {
+                "partition, leader alone"
+            } else {
+                "partition, one node alone"
+            };
+            (what.to_owned(), vec![alone], rest)
+        }
+        2 if n >= 3 => {
+            let side = (n - 1) / 2;
+            (
+                "partition, bridge {bridge}".to_owned(),
+                order[1..=side].to_vec(),
+                order[side + 1..].to_vec(),
+            )
+        }
+        _ => {
+            let (a, b) = order.split_at((n / 2).max(1));
+            ("partition, halves".to_owned(), a.to_vec(), b.to_vec())
+        }
+    }
+}
+
+/// The Raft leader, as the first node that answers knows it.
+fn leader(nodes: &[Node]) -> Option<usize> {
+    let http = Http::new(Duration::from_secs(1));
+    nodes.iter().find_map(|n| {
+        let Answer::Reply(200, _, _, body) =
+            http.call("GET", &format!("http://{}/v1/cluster", n.http()), None)
+        else {
+            return None;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let name = v["raft"]["leader"].as_str()?;
+        nodes.iter().position(|m| m.name == name)
+    })
+}
+
+/// Removes a Raft member through the cluster endpoint of another node (any node forwards it
+/// to the leader); the undo adds it back as a voter, retrying until a leader takes it.
+fn membership(nodes: &[Node], rng: &mut Rng) -> (String, Undo) {
+    let i = rng.below(nodes.len());
+    let others: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.index != i)
+        .map(Node::http)
+        .collect();
+    let name = nodes[i].name.clone();
+    let raft_addr = format!("{}:7800", nodes[i].ip);
+    let http = Http::new(Duration::from_secs(10));
+    let via = &others[rng.below(others.len())];
+    let removed = match http.call(
+        "DELETE",
+        &format!("http://{via}/v1/cluster/raft/members/{name}"),
+        None,
+    ) {
+        Answer::Reply(200, ..) => "removed, then added back".to_owned(),
+        Answer::Reply(status, _, _, body) => format!(
+            "removal refused: {status} {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(120)
+                .collect::<String>()
+        ),
+        Answer::NotSent | Answer::Lost => "removal unanswered".to_owned(),
+    };
+    let undo: Undo = Box::new(move |_: &mut [Node]| {
+        // Added back whatever the removal answered: adding a member that is one is a no-op.
+        let body = serde_json::json!({"name": name, "addr": raft_addr, "role": "voter"});
+        let body = body.to_string().into_bytes();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        for via in others.iter().cycle() {
+            match http.call(
+                "POST",
+                &format!("http://{via}/v1/cluster/raft/members"),
+                Some(&body),
+            ) {
+                Answer::Reply(200, ..) => return None,
+                Answer::Reply(status, _, _, body) => {
+                    last = format!("{status} {}", String::from_utf8_lossy(&body));
+                }
+                Answer::NotSent | Answer::Lost => last = format!("{via} did not answer"),
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Some(format!("NOT added back within 30 s: {last}"))
+    });
+    (format!("membership {}: {removed}", nodes[i].name), undo)
 }
 
 /// Ends the fault in progress, if any (restart, resume), records its window, and heals every
@@ -1088,7 +1279,10 @@ fn end_fault(
     shared: &Shared,
 ) -> Result<()> {
     if let Some((_, mut w, undo)) = active.take() {
-        undo(nodes);
+        if let Some(note) = undo(nodes) {
+            eprintln!("{}: {note}", w.what);
+            let _ = write!(w.what, " ({note})");
+        }
         w.end = shared.now();
         windows.push(w);
     }
@@ -1096,6 +1290,30 @@ fn end_fault(
         fw.heal()?;
     }
     Ok(())
+}
+
+/// Reads every key on every node until all nodes answer the same for every key, or `patience`
+/// after `healed` passed: the last reads, and how long after healing they agreed.
+fn settle(
+    options: &Options,
+    addrs: &[String],
+    healed: Instant,
+    patience: Duration,
+) -> (Vec<eventual::FinalRead>, Option<Duration>) {
+    loop {
+        let finals = final_reads(options, addrs);
+        let mut first: BTreeMap<&str, &Option<(String, u64)>> = BTreeMap::new();
+        let agree = finals
+            .iter()
+            .all(|f| **first.entry(f.key.as_str()).or_insert(&f.value) == f.value);
+        if agree {
+            return (finals, Some(healed.elapsed()));
+        }
+        if healed.elapsed() >= patience {
+            return (finals, None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn final_reads(options: &Options, addrs: &[String]) -> Vec<eventual::FinalRead> {
@@ -1276,13 +1494,8 @@ fn eventual_op(id: usize, r: &Record) -> eventual::Op {
     }
 }
 
-fn report(
-    options: &Options,
-    out: &Path,
-    records: &[Record],
-    windows: &[Window],
-    verdicts: &[(String, Verdict)],
-) -> Result<ExitCode> {
+fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
+    let (records, windows, verdicts) = (&run.records, &run.windows, &run.verdicts);
     let count = |o: &str| records.iter().filter(|r| r.outcome == o).count();
     let mut md = String::new();
     let _ = writeln!(md, "# test-cluster report\n");
@@ -1332,11 +1545,34 @@ fn report(
     let _ = writeln!(md, "- reproduce: `{command}`");
     let _ = writeln!(
         md,
-        "- operations: {} (ok {}, fail {}, unknown {})\n",
+        "- operations: {} (ok {}, fail {}, unknown {})",
         records.len(),
         count("ok"),
         count("fail"),
         count("unknown")
+    );
+    if options.backend == Backend::Crdt {
+        let _ = writeln!(
+            md,
+            "- convergence: {}",
+            match run.converged {
+                Some(t) => format!(
+                    "every node answered the same for every key {:.1} s after the faults healed",
+                    t.as_secs_f64()
+                ),
+                None => "the nodes still disagreed 60 s after the faults healed".to_owned(),
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "- checked in {:.2} s ({} operations)",
+        run.checked_in.as_secs_f64(),
+        records.len()
+    );
+    let _ = writeln!(
+        md,
+        "- plots: `latency.png`, `throughput.png` (fault windows shaded)\n"
     );
     let _ = writeln!(md, "## Faults\n");
     for w in windows {
@@ -1359,7 +1595,15 @@ fn report(
         let shown: String = shown.chars().take(300).collect();
         println!("| {name} | {shown} |");
     }
-    println!("\nreport: {}", out.join("report.md").display());
+    println!(
+        "\nchecked {} operations in {:.2} s",
+        records.len(),
+        run.checked_in.as_secs_f64()
+    );
+    if let Some(t) = run.converged {
+        println!("converged {:.1} s after the faults healed", t.as_secs_f64());
+    }
+    println!("report: {}", out.join("report.md").display());
     let failed = verdicts.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)));
     let all_pass = verdicts.iter().all(|(_, v)| *v == Verdict::Pass);
     Ok(if options.negative_control {
@@ -1392,7 +1636,18 @@ mod tests {
             (o.backend, o.nodes, o.time, o.clients, o.keys, o.seed),
             (Backend::Raft, 5, Duration::from_secs(60), 10, 20, 9)
         );
-        assert_eq!(o.nemesis, [Fault::Partition, Fault::Kill, Fault::Pause]);
+        assert_eq!(
+            o.nemesis,
+            [
+                Fault::Partition,
+                Fault::Kill,
+                Fault::Pause,
+                Fault::Membership
+            ]
+        );
+        // Gossip has no membership change: `all` leaves it out there.
+        let c = parse(&args("--backend crdt --nemesis all")).unwrap();
+        assert_eq!(c.nemesis, [Fault::Partition, Fault::Kill, Fault::Pause]);
         let q = parse(&args("--quick --backend crdt --nemesis partition,kill")).unwrap();
         assert_eq!(
             (q.backend, q.nodes, q.time),
@@ -1407,13 +1662,53 @@ mod tests {
     }
 
     #[test]
+    fn partitions_take_every_shape_and_bridges_keep_two_majorities() {
+        let mut rng = Rng(7);
+        let mut seen = std::collections::BTreeSet::new();
+        for n in [2, 3, 4, 5, 7] {
+            for _ in 0..60 {
+                let (what, a, b) = shape(n, &mut rng, || Some(n - 1));
+                let kind = what.split(' ').nth(1).unwrap_or("").to_owned();
+                seen.insert(kind.clone());
+                assert!(!a.is_empty() && !b.is_empty(), "{what}: {a:?} | {b:?}");
+                assert!(a.iter().all(|x| !b.contains(x)), "{what}: sides overlap");
+                match kind.as_str() {
+                    "halves" => assert_eq!(a.len() + b.len(), n),
+                    "leader" => assert_eq!((a.as_slice(), b.len()), (&[n - 1][..], n - 1)),
+                    "bridge" => {
+                        let bridge = shape_bridge(n, &a, &b);
+                        assert!(!a.contains(&bridge) && !b.contains(&bridge));
+                        assert_eq!(a.len() + b.len(), n - 1);
+                        // With an odd count each side with the bridge is a majority; with an
+                        // even one, the larger side is.
+                        let majority = |side: &[usize]| 2 * (side.len() + 1) > n;
+                        assert!(majority(&b), "{n}: {a:?} {b:?}");
+                        assert_eq!(majority(&a), n % 2 == 1, "{n}: {a:?} {b:?}");
+                    }
+                    other => panic!("unexpected shape {other}"),
+                }
+            }
+        }
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        // No leader known: one node alone.
+        let mut rng = Rng(1);
+        let alone = (0..30)
+            .map(|_| shape(5, &mut rng, || None).0)
+            .find(|w| w.contains("alone"));
+        assert_eq!(alone.as_deref(), Some("partition, one node alone"));
+    }
+
+    #[test]
     fn bad_flags_name_the_flag_and_the_value() {
         for (given, says) in [
             ("--backend etcd", "--backend \"etcd\""),
             ("--nodes 0", "--nodes \"0\""),
             ("--time soon", "--time \"soon\""),
             ("--nemesis chaos", "--nemesis \"chaos\""),
-            ("--nemesis membership", "not implemented yet"),
+            (
+                "--backend crdt --nemesis membership",
+                "no membership change",
+            ),
             ("--negative-control --backend crdt", "raft workload"),
             ("--frobnicate", "unknown flag"),
             ("--seed", "needs a value"),

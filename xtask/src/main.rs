@@ -12,6 +12,7 @@
 //! It must never be a build dependency of the workspace's crates: it only drives cargo.
 
 mod cluster;
+mod plot;
 mod tidy;
 
 use std::path::{Path, PathBuf};
