@@ -146,6 +146,18 @@ fn parse(args: &[String]) -> Result<Options> {
         bail!("--negative-control runs the raft workload; drop --backend crdt");
     }
     o.nemesis = parse_nemesis(&nemesis, o.backend)?;
+    if o.nodes < 2
+        && (o.negative_control
+            || o.nemesis
+                .iter()
+                .any(|f| matches!(f, Fault::Partition | Fault::Membership)))
+    {
+        bail!(
+            "--nodes {}: partitions and membership changes need at least 2 nodes; \
+             use --nemesis kill,pause (or none)",
+            o.nodes
+        );
+    }
     Ok(o)
 }
 

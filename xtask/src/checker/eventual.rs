@@ -8,7 +8,7 @@
 //! one. A delete reports none, so "later than the delete" is judged in real time: a value whose
 //! every write finished before an acknowledged delete began must not be the final value.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::Verdict;
 
@@ -136,33 +136,68 @@ pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
         }
         let last = &first.value;
         let ops = ops_by_key.get(key).cloned().unwrap_or_default();
-        fn writes_of<'a>(ops: &'a [&'a Op], value: &'a str) -> impl Iterator<Item = &'a &'a Op> {
-            ops.iter().filter(move |o| {
-                matches!(&o.call, Call::Write { value: v } if v == value)
-                    && !matches!(o.outcome, Outcome::Fail)
-            })
+        // Everything below looks up these summaries of the key's history, never rescans it:
+        // a ten-minute history has tens of thousands of operations per key.
+        // Writes that may have applied, by value (each write has its own value).
+        let mut writes: HashMap<&str, Vec<&Op>> = HashMap::new();
+        // The latest completion of an applied delete (u64::MAX if one may still apply), the
+        // highest acknowledged write version, the latest invocation of an unknown write.
+        let (mut delete_done, mut top_version, mut unknown_write) = (None, None, None);
+        for op in &ops {
+            match (&op.call, &op.outcome) {
+                (Call::Write { .. }, Outcome::Fail) => {}
+                (Call::Write { value }, outcome) => {
+                    writes.entry(value.as_str()).or_default().push(op);
+                    match outcome {
+                        Outcome::Written { version, .. } => {
+                            top_version = top_version.max(Some(*version));
+                        }
+                        Outcome::Unknown => unknown_write = unknown_write.max(Some(op.invoke)),
+                        _ => {}
+                    }
+                }
+                (Call::Delete, Outcome::Deleted) => {
+                    delete_done = delete_done.max(Some(op.complete))
+                }
+                (Call::Delete, Outcome::Unknown) => delete_done = Some(u64::MAX),
+                _ => {}
+            }
         }
         // The final value, and everything read during the run, was written by someone.
-        let mut seen: Vec<(&str, u64, String)> = Vec::new();
-        if let Some((v, version)) = last {
+        let mut seen: Vec<(&str, String)> = Vec::new();
+        if let Some((v, _)) = last {
             seen.push((
                 v.as_str(),
-                *version,
                 format!("the final value on node {}", first.node),
             ));
         }
         for op in &ops {
-            if let Outcome::Read(Some((v, version))) = &op.outcome {
-                seen.push((v.as_str(), *version, format!("operation #{}", op.id)));
+            if let Outcome::Read(Some((v, _))) = &op.outcome {
+                seen.push((v.as_str(), format!("operation #{}", op.id)));
             }
         }
-        for (v, _, by) in &seen {
-            if writes_of(&ops, v).next().is_none() {
+        for (v, by) in &seen {
+            if !writes.contains_key(v) {
                 phantom.push(format!(
                     "key {key:?}: {by} read {v:?}, which no operation wrote"
                 ));
             }
         }
+        // When the last write of the final value may have happened: its latest completion, or
+        // never known (u64::MAX) if it is unknown.
+        let final_written = last.as_ref().and_then(|(v, _)| {
+            writes.get(v.as_str()).and_then(|ws| {
+                ws.iter()
+                    .map(|w| {
+                        if w.outcome == Outcome::Unknown {
+                            u64::MAX
+                        } else {
+                            w.complete
+                        }
+                    })
+                    .max()
+            })
+        });
         for op in &ops {
             match (&op.call, &op.outcome) {
                 (
@@ -182,16 +217,9 @@ pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
                         None if !expired_by_now => {
                             // Absent: a delete not entirely before this write, or a later write
                             // (which may itself have expired or been deleted), superseded it.
-                            let superseded = ops.iter().any(|o| match (&o.call, &o.outcome) {
-                                (Call::Delete, Outcome::Deleted | Outcome::Unknown) => {
-                                    o.outcome == Outcome::Unknown || o.complete >= op.invoke
-                                }
-                                (Call::Write { .. }, Outcome::Written { version: later, .. }) => {
-                                    later > version
-                                }
-                                (Call::Write { .. }, Outcome::Unknown) => o.invoke >= op.invoke,
-                                _ => false,
-                            });
+                            let superseded = delete_done.is_some_and(|d| d >= op.invoke)
+                                || top_version.is_some_and(|t| t > *version)
+                                || unknown_write.is_some_and(|u| u >= op.invoke);
                             if !superseded {
                                 lost.push(format!(
                                     "key {key:?}: operation #{} wrote {value:?} (version \
@@ -206,9 +234,7 @@ pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
                 (Call::Delete, Outcome::Deleted) => {
                     if let Some((v, _)) = last {
                         // The final value must come from a write not finished before the delete.
-                        let after = writes_of(&ops, v)
-                            .any(|w| w.outcome == Outcome::Unknown || w.complete >= op.invoke);
-                        if !after {
+                        if final_written.is_none_or(|w| w < op.invoke) {
                             resurrected.push(format!(
                                 "key {key:?}: {v:?} is back although every write of it finished \
                                  before delete #{} began",
