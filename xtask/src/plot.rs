@@ -183,15 +183,26 @@ where
                 Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.mix(0.3).filled())
             });
     }
-    // The labels alternate between two rows so neighbouring windows do not overlap as much.
-    for (i, s) in spans.iter().enumerate() {
+    // Each window is named at its start, on the first of two rows with room for the name; a
+    // window with no room (a long run's crowded stretch) goes unnamed rather than overprinted:
+    // its shade still shows its kind and `report.md` lists every window.
+    let style = (FONT, 12).into_font();
+    let mut free_from = [i32::MIN; 2];
+    for s in spans {
         let (x, y) = chart.backend_coord(&(s.start, top));
-        let label = s.what.split(':').next().unwrap_or(&s.what).to_owned();
+        let label = s.what.split(':').next().unwrap_or(&s.what);
         let label = label.replace("partition, ", "");
+        let width = root
+            .estimate_text_size(&label, &TextStyle::from(style.clone()))
+            .map_or(label.len() as i32 * 7, |(w, _)| w as i32);
+        let Some(row) = free_from.iter().position(|f| *f <= x) else {
+            continue;
+        };
+        free_from[row] = x + width + 6;
         root.draw(&Text::new(
             label,
-            (x + 2, y + 4 + 14 * (i as i32 % 2)),
-            (FONT, 12).into_font().color(&shade(&s.what)),
+            (x + 2, y + 4 + 14 * row as i32),
+            style.color(&shade(&s.what)),
         ))
         .map_err(err)?;
     }
