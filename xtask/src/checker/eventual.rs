@@ -461,4 +461,86 @@ mod tests {
             "{v:?}"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::all_pass;
+
+        /// A correct last-writer-wins register: operation `i` takes effect at instant 1000·(i+1)
+        /// inside a random interval around it, a write's version is the order it took effect
+        /// in, an unknown write took effect or not; every node ends with the model's state.
+        fn run(seed: Vec<(u8, u8, u16, u16)>) -> (Vec<Op>, Vec<FinalRead>) {
+            let mut value: Option<(String, u64)> = None;
+            let mut version = 0u64;
+            let mut ops = Vec::new();
+            for (i, (node, kind, before, after)) in seed.into_iter().enumerate() {
+                let at = 1_000 * i as u64 + 1_000;
+                let invoke = at - u64::from(before % 900);
+                let complete = at + u64::from(after % 5_000);
+                let unknown = kind % 7 == 6;
+                let (call, outcome) = match kind % 3 {
+                    0 => (Call::Read, Outcome::Read(value.clone())),
+                    1 => {
+                        let v = format!("v{i}");
+                        // An unknown write took effect when `after` is even.
+                        if !unknown || after % 2 == 0 {
+                            version += 1;
+                            value = Some((v.clone(), version));
+                        }
+                        let outcome = if unknown {
+                            Outcome::Unknown
+                        } else {
+                            Outcome::Written {
+                                version,
+                                expires_at: None,
+                            }
+                        };
+                        (Call::Write { value: v }, outcome)
+                    }
+                    _ => {
+                        if !unknown || after % 2 == 0 {
+                            value = None;
+                        }
+                        let outcome = if unknown {
+                            Outcome::Unknown
+                        } else {
+                            Outcome::Deleted
+                        };
+                        (Call::Delete, outcome)
+                    }
+                };
+                ops.push(Op {
+                    id: i,
+                    node: usize::from(node % 3),
+                    key: "k".into(),
+                    call,
+                    invoke,
+                    complete,
+                    outcome,
+                });
+            }
+            let finals = (0..3)
+                .map(|node| FinalRead {
+                    node,
+                    key: "k".into(),
+                    value: value.clone(),
+                    at_ms: u64::MAX,
+                })
+                .collect();
+            (ops, finals)
+        }
+
+        proptest! {
+            #[test]
+            fn histories_of_a_correct_register_always_pass(
+                seed in prop::collection::vec((any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>()), 1..80),
+            ) {
+                let (ops, finals) = run(seed);
+                let v = check(&ops, &finals);
+                prop_assert!(all_pass(&v), "{:?}", v);
+            }
+        }
+    }
 }
