@@ -146,11 +146,14 @@ fn parse(args: &[String]) -> Result<Options> {
         bail!("--negative-control runs the raft workload; drop --backend crdt");
     }
     o.nemesis = parse_nemesis(&nemesis, o.backend)?;
+    if o.negative_control {
+        // The control's fault is partitions: what makes serializable reads stale.
+        o.nemesis = vec![Fault::Partition];
+    }
     if o.nodes < 2
-        && (o.negative_control
-            || o.nemesis
-                .iter()
-                .any(|f| matches!(f, Fault::Partition | Fault::Membership)))
+        && o.nemesis
+            .iter()
+            .any(|f| matches!(f, Fault::Partition | Fault::Membership))
     {
         bail!(
             "--nodes {}: partitions and membership changes need at least 2 nodes; \
@@ -322,7 +325,7 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
         eprintln!("test-cluster: refused: `ip` (Debian: iproute2) is needed to bring up loopback");
         return Ok(ExitCode::from(2));
     }
-    let partitions = options.nemesis.contains(&Fault::Partition) || options.negative_control;
+    let partitions = options.nemesis.contains(&Fault::Partition);
     if partitions && !have(&tool("nft"), "--version") {
         eprintln!(
             "test-cluster: refused: the partition nemesis needs nftables' `nft` (Debian: apt-get \
@@ -900,7 +903,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let partitions = options.nemesis.contains(&Fault::Partition) || options.negative_control;
+    let partitions = options.nemesis.contains(&Fault::Partition);
     let firewall = if partitions {
         Some(Firewall::new()?)
     } else {
@@ -968,11 +971,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
 
     // The nemesis, on this thread: a fault, a pause, another fault, … until the end.
     let mut windows: Vec<Window> = Vec::new();
-    let faults: Vec<Fault> = if options.negative_control {
-        vec![Fault::Partition]
-    } else {
-        options.nemesis.clone()
-    };
+    let faults = &options.nemesis;
     let mut last_print = Instant::now();
     let mut next_fault =
         Instant::now() + rng.between(Duration::from_secs(2), Duration::from_secs(5));
@@ -1693,6 +1692,8 @@ mod tests {
         );
         assert_eq!(q.nemesis, [Fault::Partition, Fault::Kill]);
         assert!(parse(&args("--nemesis none")).unwrap().nemesis.is_empty());
+        let n = parse(&args("--quick --negative-control")).unwrap();
+        assert_eq!(n.nemesis, [Fault::Partition]);
         assert_eq!(
             parse(&args("--time 2m")).unwrap().time,
             Duration::from_secs(120)
