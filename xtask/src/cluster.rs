@@ -643,6 +643,13 @@ struct Shared {
 }
 
 impl Shared {
+    /// The fault in progress, as the progress line shows it.
+    fn fault(&self) -> std::sync::MutexGuard<'_, String> {
+        self.fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn now(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64
     }
@@ -988,10 +995,6 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                     firewall.as_ref(),
                     &shared,
                 )?;
-                *shared
-                    .fault
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = "none".into();
                 next_fault = now + rng.between(Duration::from_secs(2), Duration::from_secs(6));
             }
         } else if !faults.is_empty() && now >= next_fault && now + Duration::from_secs(5) < deadline
@@ -999,10 +1002,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
             let fault = faults[rng.below(faults.len())];
             let length = rng.between(Duration::from_secs(3), Duration::from_secs(8));
             let (what, undo) = inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
-            *shared
-                .fault
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = what.clone();
+            *shared.fault() = what.clone();
             active = Some((
                 now + length,
                 Window {
@@ -1027,10 +1027,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                 c[0],
                 c[1],
                 c[2],
-                shared
-                    .fault
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                shared.fault()
             );
         }
     }
@@ -1306,8 +1303,8 @@ fn membership(nodes: &[Node], rng: &mut Rng) -> (String, Undo) {
     (format!("membership {}: {removed}", nodes[i].name), undo)
 }
 
-/// Ends the fault in progress, if any (restart, resume), records its window, and heals every
-/// partition.
+/// Ends the fault in progress, if any (restart, resume, add back), records its window, shows
+/// no fault, and heals every partition.
 fn end_fault(
     active: &mut Option<(Instant, Window, Undo)>,
     nodes: &mut [Node],
@@ -1322,6 +1319,7 @@ fn end_fault(
         }
         w.end = shared.now();
         windows.push(w);
+        *shared.fault() = "none".into();
     }
     if let Some(fw) = firewall {
         fw.heal()?;
