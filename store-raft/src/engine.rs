@@ -315,6 +315,22 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     /// Writes for the leader's proposer (see [`proposer`]).
     proposals: mpsc::UnboundedSender<Pending>,
+    /// Leadership this node restored from its own disk at start, if any (see [`ReadFloor`]).
+    restored: Option<ReadFloor>,
+}
+
+/// A leadership restored at start, and the read index it may not go below.
+///
+/// openraft 0.9 lets a node whose stored vote is a committed vote for itself come back as the
+/// leader of the same term at once, with the commit index it had persisted, which can be behind
+/// entries it had already committed and acknowledged before it stopped. Its read index is then
+/// that stale commit index, and a read would miss acknowledged writes. Every entry such a write
+/// can be in is in this node's log at start, so as long as this leadership lasts, a read waits
+/// for the last of them to apply: for the leader to commit what it had.
+#[derive(Debug, Clone, Copy)]
+struct ReadFloor {
+    vote: openraft::Vote<NodeId>,
+    last_index: u64,
 }
 
 enum Leader {
@@ -327,6 +343,27 @@ enum Leader {
 pub(crate) enum Try<T> {
     Done(Result<T>),
     Again,
+}
+
+/// The read floor of a node whose stored vote is a committed vote for itself: openraft will
+/// restore its leadership in that term at once.
+async fn restored_leadership(
+    log: &mut LogStore,
+    id: NodeId,
+) -> std::result::Result<Option<ReadFloor>, openraft::StorageError<NodeId>> {
+    use openraft::storage::RaftLogStorage as _;
+    let Some(vote) = log.read_vote().await? else {
+        return Ok(None);
+    };
+    if !vote.is_committed() || vote.leader_id().voted_for() != Some(id) {
+        return Ok(None);
+    }
+    let last_index = log
+        .get_log_state()
+        .await?
+        .last_log_id
+        .map_or(0, |l| l.index);
+    Ok(Some(ReadFloor { vote, last_index }))
 }
 
 fn storage_error(e: impl fmt::Display) -> Error {
@@ -383,8 +420,19 @@ impl RaftEngine {
             .map_err(|e| {
                 Error::unavailable(format!("cannot open {}: {e}", config.dir.display()))
             })?;
-        let log = LogStore::open(&db).map_err(storage_error)?;
+        let mut log = LogStore::open(&db).map_err(storage_error)?;
         let (sm, shared) = StateMachine::open(&db).map_err(storage_error)?;
+        let id = node_id(&config.name);
+        let restored = restored_leadership(&mut log, id)
+            .await
+            .map_err(storage_error)?;
+        if let Some(floor) = restored {
+            tracing::info!(
+                vote = %floor.vote,
+                last_index = floor.last_index,
+                "restarted as the leader it was: no read is served below the last index until it is applied"
+            );
+        }
         let secret = Secret::new(&config.secret);
         let peers = Arc::new(Peers::new(
             config.name.clone(),
@@ -407,7 +455,6 @@ impl RaftEngine {
         .validate()
         .map_err(|e| Error::invalid(format!("raft settings: {e}")))?;
 
-        let id = node_id(&config.name);
         let raft = openraft::Raft::new(
             id,
             Arc::new(raft_config),
@@ -435,6 +482,7 @@ impl RaftEngine {
             tasks: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             proposals,
+            restored,
         });
 
         let weak = Arc::downgrade(&inner);
@@ -899,7 +947,7 @@ impl Inner {
                 self.request_timeout
             )))),
             Ok(Ok((read, _))) => Try::Done(Ok(ReadIndex {
-                index: read.map(|l| l.index).unwrap_or(0),
+                index: read.map_or(0, |l| l.index).max(self.read_floor()),
                 now_ms: self.clock.now_ms(),
             })),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Try::Again,
@@ -907,6 +955,18 @@ impl Inner {
             Ok(Err(RaftError::Fatal(e))) => {
                 Try::Done(Err(Error::closed(format!("the raft engine stopped: {e}"))))
             }
+        }
+    }
+
+    /// The lowest read index this leader may hand out: the last index it had at start while the
+    /// leadership it restored then lasts (see [`ReadFloor`]), 0 otherwise.
+    fn read_floor(&self) -> u64 {
+        let Some(floor) = self.restored else { return 0 };
+        let metrics = self.raft.metrics();
+        if metrics.borrow().vote == floor.vote {
+            floor.last_index
+        } else {
+            0
         }
     }
 
