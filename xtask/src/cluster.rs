@@ -24,6 +24,8 @@ use crate::plot;
 /// Set in the environment of the run inside the namespace.
 const INSIDE: &str = "XTASK_TEST_CLUSTER_INSIDE";
 const SECRET: &str = "test-cluster secret";
+/// The nodes' `request_timeout`: a request waiting longer fails with a timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -35,6 +37,10 @@ enum Backend {
 enum Fault {
     Partition,
     Kill,
+    /// SIGKILL of the leader, restarted 0–1.5 s later as a supervisor restarts a crashed
+    /// process, back before anyone else started an election, while its followers stall or lag
+    /// (see [`kill_leader`]).
+    KillLeader,
     Pause,
     Membership,
 }
@@ -44,10 +50,97 @@ impl Fault {
         match self {
             Fault::Partition => "partition",
             Fault::Kill => "kill",
+            Fault::KillLeader => "kill-leader",
             Fault::Pause => "pause",
             Fault::Membership => "membership",
         }
     }
+}
+
+/// Which nodes a kill or a pause hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// One node drawn at random (it may be the leader).
+    One,
+    /// The Raft leader, asked for by name (a random node when none is known).
+    Leader,
+    /// Fewer than half of the nodes at once, the leader among them when one is known.
+    Minority,
+    /// Every node at once.
+    All,
+}
+
+impl Target {
+    /// Kills: the leader most often (what a stale restored leadership needs), whole minorities
+    /// and the whole cluster now and then.
+    fn for_kill(rng: &mut Rng) -> Self {
+        match rng.below(10) {
+            0..=3 => Target::Leader,
+            4..=6 => Target::One,
+            7..=8 => Target::Minority,
+            _ => Target::All,
+        }
+    }
+
+    /// Pauses: never every node (a cluster stopped whole only stops the clock for everyone).
+    fn for_pause(rng: &mut Rng) -> Self {
+        match rng.below(10) {
+            0..=3 => Target::Leader,
+            4..=7 => Target::One,
+            _ => Target::Minority,
+        }
+    }
+
+    /// The nodes hit, and a description for the report.
+    fn pick(self, nodes: &[Node], rng: &mut Rng) -> (Vec<usize>, String) {
+        let n = nodes.len();
+        let names = |set: &[usize]| {
+            set.iter()
+                .map(|i| nodes[*i].name.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Target::One => {
+                let i = rng.below(n);
+                (vec![i], nodes[i].name.clone())
+            }
+            Target::Leader => match leader(nodes) {
+                Some(l) => (vec![l], format!("leader {}", nodes[l].name)),
+                None => {
+                    let i = rng.below(n);
+                    (vec![i], format!("{} (no leader known)", nodes[i].name))
+                }
+            },
+            Target::Minority => {
+                let size = (n.saturating_sub(1) / 2).max(1);
+                let mut set: Vec<usize> = Vec::new();
+                if let Some(l) = leader(nodes) {
+                    set.push(l);
+                }
+                for i in rng.permutation(n) {
+                    if set.len() >= size {
+                        break;
+                    }
+                    if !set.contains(&i) {
+                        set.push(i);
+                    }
+                }
+                set.sort_unstable();
+                let what = format!("minority {}", names(&set));
+                (set, what)
+            }
+            Target::All => ((0..n).collect(), "every node".to_owned()),
+        }
+    }
+}
+
+/// How long after a SIGKILL a node comes back.
+enum Restart {
+    /// 0–1.5 s: a supervisor's restart.
+    Fast(Duration),
+    /// At the end of the fault window.
+    Slow,
 }
 
 #[derive(Debug, Clone)]
@@ -66,7 +159,8 @@ struct Options {
 
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
-    [--rate OPS] [--keys 20] [--nemesis partition,kill,pause,membership|none|all] [--seed N]
+    [--rate OPS] [--keys 20] [--nemesis partition,kill,kill-leader,pause,membership|none|all]
+    [--seed N]
     [--out DIR] [--quick] [--negative-control]";
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -180,13 +274,19 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
         match part {
             "none" => {}
             "all" => {
-                out.extend([Fault::Partition, Fault::Kill, Fault::Pause]);
+                out.extend([
+                    Fault::Partition,
+                    Fault::Kill,
+                    Fault::KillLeader,
+                    Fault::Pause,
+                ]);
                 if backend == Backend::Raft {
                     out.push(Fault::Membership);
                 }
             }
             "partition" => out.push(Fault::Partition),
             "kill" => out.push(Fault::Kill),
+            "kill-leader" => out.push(Fault::KillLeader),
             "pause" => out.push(Fault::Pause),
             "membership" if backend == Backend::Crdt => bail!(
                 "--nemesis membership: the crdt backend has no membership change (gossip \
@@ -194,7 +294,8 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             ),
             "membership" => out.push(Fault::Membership),
             other => bail!(
-                "--nemesis {other:?}: expected partition, kill, pause, membership, none or all"
+                "--nemesis {other:?}: expected partition, kill, kill-leader, pause, membership, \
+                 none or all"
             ),
         }
     }
@@ -501,8 +602,9 @@ fn write_configs(options: &Options, nodes: &[Node]) -> Result<()> {
             Backend::Raft => {
                 let _ = write!(
                     cluster,
-                    "  raft:\n    bind: {}:7800\n    heartbeat_interval: 100ms\n    election_timeout: 1s\n    request_timeout: 5s\n    initial_members:\n",
-                    node.ip
+                    "  raft:\n    bind: {}:7800\n    heartbeat_interval: 100ms\n    election_timeout: 1s\n    request_timeout: {}s\n    initial_members:\n",
+                    node.ip,
+                    REQUEST_TIMEOUT.as_secs()
                 );
                 for n in nodes {
                     let _ = writeln!(cluster, "      {}: {}:7800", n.name, n.ip);
@@ -663,9 +765,10 @@ fn client(
     seed: u64,
     deadline: Instant,
 ) {
-    // Short enough that a client stuck on a paused node comes back to the workload soon; what
-    // is cut off is recorded `unknown`.
-    let http = Http::new(Duration::from_secs(3));
+    // Longer than the nodes' own request timeout, so the history records the store's answer
+    // (ok, refused, indeterminate) rather than the client's impatience; only a paused or killed
+    // node leaves a request cut off (`unknown`).
+    let http = Http::new(REQUEST_TIMEOUT + Duration::from_secs(2));
     let mut rng = Rng(seed);
     // The last version this client saw per key, for compare-and-swap.
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
@@ -1001,17 +1104,27 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         {
             let fault = faults[rng.below(faults.len())];
             let length = rng.between(Duration::from_secs(3), Duration::from_secs(8));
-            let (what, undo) = inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
+            let start = shared.now();
+            *shared.fault() = fault.name().to_owned();
+            let (what, undo, over) =
+                inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
             *shared.fault() = what.clone();
-            active = Some((
-                now + length,
-                Window {
-                    what,
-                    start: shared.now(),
-                    end: 0,
-                },
-                undo,
-            ));
+            let window = Window {
+                what,
+                start,
+                end: 0,
+            };
+            active = Some((now + length, window, undo));
+            if over {
+                end_fault(
+                    &mut active,
+                    &mut nodes,
+                    &mut windows,
+                    firewall.as_ref(),
+                    &shared,
+                )?;
+                next_fault = now + rng.between(Duration::from_secs(2), Duration::from_secs(6));
+            }
         }
         if last_print.elapsed() >= Duration::from_secs(2) {
             last_print = Instant::now();
@@ -1126,7 +1239,8 @@ fn plots(out: &Path, run: &Run) -> Result<()> {
     plot::throughput(&out.join("throughput.png"), &points, &spans, end)
 }
 
-/// Starts `fault` on the cluster: what it is, for the report, and what ends it.
+/// Starts `fault` on the cluster: what it is, for the report, what ends it, and whether it is
+/// over already (a fast restart).
 fn inject(
     fault: Fault,
     nodes: &mut [Node],
@@ -1134,40 +1248,148 @@ fn inject(
     firewall: Option<&Firewall>,
     bin: &Path,
     logs: &Path,
-) -> Result<(String, Undo)> {
-    Ok(match fault {
+) -> Result<(String, Undo, bool)> {
+    let (what, undo): (String, Undo) = match fault {
         Fault::Partition => {
             let fw = firewall.context("the firewall exists for partitions")?;
-            (partition(nodes, rng, fw)?, Box::new(|_: &mut [Node]| None))
+            let undo: Undo = Box::new(|_: &mut [Node]| None);
+            (partition(nodes, rng, fw)?, undo)
         }
+        Fault::KillLeader => kill_leader(nodes, rng, bin, logs),
         Fault::Kill => {
-            let i = rng.below(nodes.len());
-            nodes[i].kill();
-            let log = logs.join(format!("{}.log", nodes[i].name));
-            let bin = bin.to_owned();
-            (
-                format!("kill {}", nodes[i].name),
-                Box::new(move |nodes: &mut [Node]| {
-                    nodes[i]
-                        .start(&bin, &log)
-                        .err()
-                        .map(|e| format!("restart failed: {e:#}"))
-                }),
-            )
+            let (target, when) = if rng.below(2) == 0 {
+                (Target::for_kill(rng), Restart::Fast(fast_restart(rng)))
+            } else {
+                (Target::for_kill(rng), Restart::Slow)
+            };
+            let (hit, who) = target.pick(nodes, rng);
+            for &i in &hit {
+                nodes[i].kill();
+            }
+            match when {
+                Restart::Fast(after) => {
+                    std::thread::sleep(after);
+                    let what = match restart(nodes, &hit, bin, logs) {
+                        None => format!("kill {who}, restarted after {:.1} s", after.as_secs_f64()),
+                        Some(e) => format!("kill {who} ({e})"),
+                    };
+                    // Over already: the window closes at once.
+                    return Ok((what, Box::new(|_: &mut [Node]| None), true));
+                }
+                Restart::Slow => {
+                    let bin = bin.to_owned();
+                    let logs = logs.to_owned();
+                    (
+                        format!("kill {who}"),
+                        Box::new(move |nodes: &mut [Node]| restart(nodes, &hit, &bin, &logs)),
+                    )
+                }
+            }
         }
         Fault::Pause => {
-            let i = rng.below(nodes.len());
-            nodes[i].signal("-STOP");
+            let (hit, who) = Target::for_pause(rng).pick(nodes, rng);
+            for &i in &hit {
+                nodes[i].signal("-STOP");
+            }
             (
-                format!("pause {}", nodes[i].name),
+                format!("pause {who}"),
                 Box::new(move |nodes: &mut [Node]| {
-                    nodes[i].signal("-CONT");
+                    for &i in &hit {
+                        nodes[i].signal("-CONT");
+                    }
                     None
                 }),
             )
         }
         Fault::Membership => membership(nodes, rng),
-    })
+    };
+    Ok((what, undo, false))
+}
+
+/// The leader killed and restarted 0–1.5 s later, at the worst moment for it: the followers
+/// holding its newest entries are stalled (SIGSTOP, as a disk or a VM can stall) from the kill to
+/// the end of the window, and the others, enough to make a quorum with it, lag behind (stopped
+/// for 0.3–1 s before the kill while the rest went on). The restarted leader must serve nothing
+/// from before its newest acknowledged writes while it brings the laggers up to date. The whole
+/// schedule stays shorter than a follower's election timeout, so the restarted node comes back
+/// as the leader it was, not after an election.
+fn kill_leader(nodes: &mut [Node], rng: &mut Rng, bin: &Path, logs: &Path) -> (String, Undo) {
+    let n = nodes.len();
+    let Some(l) = leader(nodes) else {
+        let i = rng.below(n);
+        nodes[i].kill();
+        std::thread::sleep(fast_restart(rng));
+        let note = restart(nodes, &[i], bin, logs).map_or(String::new(), |e| format!(" ({e})"));
+        let what = format!(
+            "kill-leader: no leader known; killed {}{note}",
+            nodes[i].name
+        );
+        return (what, Box::new(|_: &mut [Node]| None));
+    };
+    let followers: Vec<usize> = rng.permutation(n).into_iter().filter(|i| *i != l).collect();
+    // With the leader, the laggers are a quorum (n/2 + 1 nodes).
+    let (lagging, stalled) = followers.split_at((n / 2).min(followers.len()));
+    let (lagging, stalled) = (lagging.to_vec(), stalled.to_vec());
+    let names = |set: &[usize]| {
+        set.iter()
+            .map(|i| nodes[*i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (lagging_names, stalled_names) = (names(&lagging), names(&stalled));
+    for &i in &lagging {
+        nodes[i].signal("-STOP");
+    }
+    std::thread::sleep(rng.between(Duration::from_millis(300), Duration::from_millis(1000)));
+    nodes[l].kill();
+    for &i in &stalled {
+        nodes[i].signal("-STOP");
+    }
+    let after = fast_restart(rng);
+    std::thread::sleep(after);
+    let note = restart(nodes, &[l], bin, logs).map_or(String::new(), |e| format!(" ({e})"));
+    for &i in &lagging {
+        nodes[i].signal("-CONT");
+    }
+    let what = format!(
+        "kill-leader {}, restarted after {:.1} s{note}; lagging {lagging_names}, stalled {}",
+        nodes[l].name,
+        after.as_secs_f64(),
+        if stalled_names.is_empty() {
+            "none"
+        } else {
+            &stalled_names
+        }
+    );
+    (
+        what,
+        Box::new(move |nodes: &mut [Node]| {
+            for &i in &stalled {
+                nodes[i].signal("-CONT");
+            }
+            None
+        }),
+    )
+}
+
+/// Starts the `hit` nodes again on their data folders; what failed, if anything.
+fn restart(nodes: &mut [Node], hit: &[usize], bin: &Path, logs: &Path) -> Option<String> {
+    let failed: Vec<String> = hit
+        .iter()
+        .filter_map(|&i| {
+            let log = logs.join(format!("{}.log", nodes[i].name));
+            nodes[i]
+                .start(bin, &log)
+                .err()
+                .map(|e| format!("restart of {} failed: {e:#}", nodes[i].name))
+        })
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}
+
+/// A supervisor's restart delay: 0–1.5 s.
+fn fast_restart(rng: &mut Rng) -> Duration {
+    rng.between(Duration::ZERO, Duration::from_millis(1500))
 }
 
 /// Cuts the cluster in one of the shapes of [`shape`], with drops both ways between the sides.
@@ -1676,13 +1898,24 @@ mod tests {
             [
                 Fault::Partition,
                 Fault::Kill,
+                Fault::KillLeader,
                 Fault::Pause,
                 Fault::Membership
             ]
         );
         // Gossip has no membership change: `all` leaves it out there.
         let c = parse(&args("--backend crdt --nemesis all")).unwrap();
-        assert_eq!(c.nemesis, [Fault::Partition, Fault::Kill, Fault::Pause]);
+        assert_eq!(
+            c.nemesis,
+            [
+                Fault::Partition,
+                Fault::Kill,
+                Fault::KillLeader,
+                Fault::Pause
+            ]
+        );
+        let k = parse(&args("--nemesis kill-leader")).unwrap();
+        assert_eq!(k.nemesis, [Fault::KillLeader]);
         let q = parse(&args("--quick --backend crdt --nemesis partition,kill")).unwrap();
         assert_eq!(
             (q.backend, q.nodes, q.time),
@@ -1733,6 +1966,40 @@ mod tests {
             .map(|_| shape(5, &mut rng, || None).0)
             .find(|w| w.contains("alone"));
         assert_eq!(alone.as_deref(), Some("partition, one node alone"));
+    }
+
+    #[test]
+    fn kill_and_pause_targets_hit_the_nodes_they_name() {
+        // No node listens at these addresses: no leader is known, so "leader" is a random node.
+        let nodes: Vec<Node> = (0..5)
+            .map(|i| Node {
+                index: i,
+                name: format!("n{}", i + 1),
+                ip: Ipv4Addr::new(127, 0, 0, 201),
+                dir: PathBuf::new(),
+                child: None,
+            })
+            .collect();
+        let mut rng = Rng(3);
+        let mut targets = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            for target in [Target::for_kill(&mut rng), Target::for_pause(&mut rng)] {
+                targets.insert(format!("{target:?}"));
+                let (hit, what) = target.pick(&nodes, &mut rng);
+                let mut distinct = hit.clone();
+                distinct.dedup();
+                assert_eq!(distinct, hit, "{what}");
+                match target {
+                    Target::One | Target::Leader => assert_eq!(hit.len(), 1, "{what}"),
+                    Target::Minority => {
+                        assert_eq!(hit.len(), 2, "{what}");
+                        assert!(hit.windows(2).all(|w| w[0] < w[1]), "{what}");
+                    }
+                    Target::All => assert_eq!(hit, [0, 1, 2, 3, 4], "{what}"),
+                }
+            }
+        }
+        assert_eq!(targets.len(), 4, "{targets:?}");
     }
 
     #[test]

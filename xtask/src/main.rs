@@ -178,7 +178,7 @@ fn ci() -> Result<()> {
         })
     });
     // Short fault-injection runs of real node processes (the test build's binary): raft under
-    // partitions, kills and pauses; crdt under partitions and kills; and the negative control,
+    // partitions, kills, leader kills and pauses; crdt under partitions and kills; and the negative control,
     // which must find the violation of serializable reads.
     phase("cluster", &|| {
         let mut c = cargo();
@@ -196,7 +196,12 @@ fn ci() -> Result<()> {
         let runs: [(&str, &[&str]); 3] = [
             (
                 "raft",
-                &["--backend", "raft", "--nemesis", "partition,kill,pause"],
+                &[
+                    "--backend",
+                    "raft",
+                    "--nemesis",
+                    "partition,kill,kill-leader,pause",
+                ],
             ),
             (
                 "crdt",

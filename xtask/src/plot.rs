@@ -34,7 +34,7 @@ const OUTCOMES: [(&str, RGBColor); 3] = [
 fn shade(what: &str) -> RGBColor {
     match what.split([' ', ',', ':']).next().unwrap_or("") {
         "partition" => RGBColor(70, 110, 220),
-        "kill" => RGBColor(220, 50, 50),
+        "kill" | "kill-leader" => RGBColor(220, 50, 50),
         "pause" => RGBColor(240, 160, 20),
         _ => RGBColor(150, 70, 200),
     }
