@@ -668,6 +668,10 @@ impl RaftEngine {
         for task in tasks {
             task.abort();
         }
+        // Raft is stopped: nothing applies any more, and the state on disk is whole.
+        if let Err(e) = inner.sm.mark_clean() {
+            tracing::error!(error = %e, "cannot record the clean stop");
+        }
         if let Err(e) = inner.db.flush_async().await {
             tracing::error!(error = %e, "cannot flush the raft state");
         }

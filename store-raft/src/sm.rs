@@ -4,13 +4,20 @@
 //! - `c`: the state machine's clock, the largest leader stamp applied so far;
 //! - `d<physical key>`: a record: version (8 bytes), deadline (8 bytes, 0 = none), value;
 //! - `e<deadline><physical key>`: the expiry index cleanup reads in deadline order;
-//! - `m…`: the last applied log id and the membership;
+//! - `m…`: the last applied log id with the clock (one record), the membership, and the marker
+//!   of a clean stop;
 //! - `u<generation><key>`: copy-on-write saves for the snapshot being built.
 //!
-//! An applied entry's writes go in key by key, its applied log id last (no sled batches: see
-//! `log.rs`); after a crash Raft replays the log from the recovered applied id, and re-applying
-//! an entry whose writes were partly recovered gives the same state (see
-//! `Shared::write_in_order`).
+//! **Crash consistency.** An applied entry's writes go in key by key, the applied log id and the
+//! clock last, as one record (no sled batches: see `log.rs`). sled recovers a prefix of those
+//! writes after a crash, and re-applying an entry over a part of its own writes is not always
+//! the same as applying it once: a failed `if_absent` whose key a later `Expire` in the same
+//! batch removed would succeed on replay. So the state is trusted only after a clean stop,
+//! which writes a marker as its last write ([`Shared::mark_clean`]); the first write after
+//! opening removes it. Opened without the marker, the state machine is discarded and rebuilt
+//! from the last stored snapshot (or from nothing), and Raft replays the log from there: the log
+//! after the snapshot is never purged, and replaying whole entries in order from a state that
+//! was whole gives exactly the state every other replica reaches.
 //!
 //! **Point-in-time snapshots without MVCC.** sled has no snapshot reads, so a snapshot freezes a
 //! generation instead: from the moment the builder is taken (which Raft does between two
@@ -37,11 +44,20 @@ use tokio::sync::watch;
 use crate::types::{Command, Cond, Member, NodeId, Request, Response, Responses, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
+/// Writes to the `sm` tree in order: a key, and its new value or `None` for a removal.
+type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// The last applied log id and the membership as of it.
 type AppliedState = (Option<LogId<NodeId>>, StoredMembership<NodeId, Member>);
 
+/// The clock, inside snapshots (and in the live tree of data folders from before
+/// [`APPLIED_AND_CLOCK`]).
 const CLOCK: &[u8] = b"c";
+/// The applied log id alone, in data folders from before [`APPLIED_AND_CLOCK`].
 const APPLIED: &[u8] = b"m/applied";
+/// The last applied log id and the clock as of it: one record, so no crash separates them.
+const APPLIED_AND_CLOCK: &[u8] = b"m/applied+clock";
+/// Present only after a clean stop, until the first write.
+const CLEAN: &[u8] = b"m/clean";
 const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAPSHOT: &[u8] = b"snapshot";
 
@@ -121,6 +137,11 @@ pub(crate) struct Shared {
     generations: AtomicU64,
     /// Held by a snapshot build and by a snapshot install, so they never overlap.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// Whether the clean-stop marker is in the tree (the next write removes it first).
+    marked_clean: std::sync::atomic::AtomicBool,
+    /// Tests: every write of [`Shared::write_in_order`], in order, while `Some`.
+    #[cfg(test)]
+    recorded: Mutex<Option<Writes>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -222,9 +243,11 @@ impl Shared {
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
         meta: &SnapshotMeta<NodeId, Member>,
     ) -> sled::Result<()> {
-        for item in self.tree.iter() {
-            self.tree.remove(item?.0)?;
+        {
+            let _writing = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
+            self.unmark()?;
         }
+        self.tree.clear()?;
         let mut clock = 0;
         for (key, value) in pairs {
             if key == CLOCK {
@@ -234,34 +257,66 @@ impl Shared {
                     .map(u64::from_be_bytes)
                     .unwrap_or(0);
             }
-            self.tree.insert(key, value)?;
+            if key != CLOCK {
+                self.tree.insert(key, value)?;
+            }
         }
         self.tree
             .insert(MEMBERSHIP, encode(&meta.last_membership))?;
-        self.tree.insert(APPLIED, encode(&meta.last_log_id))?;
+        self.tree
+            .insert(APPLIED_AND_CLOCK, encode(&(meta.last_log_id, clock)))?;
         self.clock_ms.store(clock, Ordering::Release);
         self.applied
             .send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         Ok(())
     }
 
-    fn read_state(&self) -> StorageResult<AppliedState> {
+    /// The applied log id, the membership and the clock the tree holds.
+    fn read_state(&self) -> StorageResult<(AppliedState, u64)> {
         let read = |key: &[u8]| -> StorageResult<Option<sled::IVec>> {
             self.tree
                 .get(key)
                 .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)).into())
         };
-        let applied = match read(APPLIED)? {
-            Some(b) => postcard::from_bytes(&b)
-                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?,
-            None => None,
+        let corrupt = |e: postcard::Error| StorageIOError::read_state_machine(AnyError::new(&e));
+        let (applied, clock) = match read(APPLIED_AND_CLOCK)? {
+            Some(b) => postcard::from_bytes::<(Option<LogId<NodeId>>, u64)>(&b).map_err(corrupt)?,
+            // A data folder from before the single record: two keys.
+            None => {
+                let applied = match read(APPLIED)? {
+                    Some(b) => postcard::from_bytes(&b).map_err(corrupt)?,
+                    None => None,
+                };
+                let clock = read(CLOCK)?
+                    .and_then(|b| b.as_ref().try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                (applied, clock)
+            }
         };
         let membership = match read(MEMBERSHIP)? {
             Some(b) => postcard::from_bytes(&b)
                 .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?,
             None => StoredMembership::default(),
         };
-        Ok((applied, membership))
+        Ok(((applied, membership), clock))
+    }
+
+    /// Removes the clean-stop marker if it is there: called, with the write lock held, before
+    /// any write.
+    fn unmark(&self) -> sled::Result<()> {
+        if self.marked_clean.swap(false, Ordering::AcqRel) {
+            self.tree.remove(CLEAN)?;
+        }
+        Ok(())
+    }
+
+    /// Records a clean stop: the state on disk is whole, as of its applied log id. The last
+    /// write of a stopping engine (any later write removes it again first); the caller flushes.
+    pub(crate) fn mark_clean(&self) -> sled::Result<()> {
+        let _writing = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
+        self.tree.insert(CLEAN, &[])?;
+        self.marked_clean.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Applies one entry: its writes one key at a time, in an order that makes a replay after a
@@ -298,27 +353,26 @@ impl Shared {
         Ok(responses)
     }
 
-    /// Records that every entry up to `log_id` is applied: the clock, then the applied log id.
+    /// Records that every entry up to `log_id` is applied, with the clock as of it: one record.
     fn applied_up_to(&self, log_id: LogId<NodeId>) -> sled::Result<()> {
-        self.write_in_order(vec![
-            (CLOCK.to_vec(), Some(self.clock_ms().to_be_bytes().to_vec())),
-            (APPLIED.to_vec(), Some(encode(&Some(log_id)))),
-        ])
+        self.write_in_order(vec![(
+            APPLIED_AND_CLOCK.to_vec(),
+            Some(encode(&(Some(log_id), self.clock_ms()))),
+        )])
     }
 
     /// Writes `writes` one key at a time, in order, after saving for a snapshot being built the
     /// value each key had at its freeze.
     ///
     /// No sled batch (see `log.rs` for why). Instead the order carries the guarantees:
+    /// - the clean-stop marker goes before anything else, so a crash after this write is never
+    ///   taken for a clean stop (see the module doc);
     /// - a save is written before the key it saves, so a snapshot builder that reads the key and
     ///   then its save always ends with the value at the freeze;
-    /// - an entry's writes come before its applied log id, and re-applying an entry whose writes
-    ///   were only partly recovered after a crash gives the same state: a write gets the same
-    ///   version (its index) and deadline (from the stamp), a condition that now fails writes
-    ///   nothing because the write is already there, deletes and cleanups are idempotent, and at
-    ///   worst an expiry-index entry is left stale, which cleanup drops.
-    fn write_in_order(&self, writes: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> sled::Result<()> {
+    /// - an entry's writes come before its applied log id.
+    fn write_in_order(&self, writes: Writes) -> sled::Result<()> {
         let frozen = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
+        self.unmark()?;
         if let Some(generation) = *frozen {
             let prefix = undo_prefix(generation);
             for (key, _) in &writes {
@@ -338,6 +392,15 @@ impl Shared {
                 self.tree.insert(undo, saved)?;
             }
         }
+        #[cfg(test)]
+        if let Some(log) = self
+            .recorded
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            log.extend(writes.iter().cloned());
+        }
         for (key, value) in writes {
             match value {
                 Some(v) => self.tree.insert(key, v)?,
@@ -353,7 +416,7 @@ impl Shared {
         index: u64,
         now: u64,
         command: Command,
-        writes: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        writes: &mut Writes,
     ) -> sled::Result<Response> {
         Ok(match command {
             Command::Write {
@@ -438,43 +501,61 @@ impl StateMachine {
         let meta = db
             .open_tree("raft")
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-        // Saves of a snapshot build a crash interrupted are garbage now.
-        for item in tree.scan_prefix(b"u") {
-            let (key, _) =
-                item.map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-            tree.remove(key)
-                .map_err(|e| StorageIOError::write_state_machine(AnyError::new(&e)))?;
-        }
-        let clock = tree
-            .get(CLOCK)
-            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?
-            .and_then(|b| b.as_ref().try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
+        let write_err = |e: sled::Error| StorageIOError::write_state_machine(AnyError::new(&e));
+        let clean = tree
+            .contains_key(CLEAN)
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
         let (applied_tx, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             db: db.clone(),
             tree,
             meta,
             applied: applied_tx,
-            clock_ms: AtomicU64::new(clock),
+            clock_ms: AtomicU64::new(0),
             freeze: Mutex::new(None),
             generations: AtomicU64::new(0),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            marked_clean: std::sync::atomic::AtomicBool::new(clean),
+            #[cfg(test)]
+            recorded: Mutex::new(None),
         });
-        let (mut applied, mut membership) = shared.read_state()?;
-        if let Some(stored) = Self::stored(&shared)?
-            && stored.meta.last_log_id > applied
-        {
-            // A snapshot install was interrupted: finish it.
-            let signature = Some(stored.meta.signature());
-            let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&stored.data)
-                .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
-            shared
-                .replace_state(pairs, &stored.meta)
-                .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
-            (applied, membership) = (stored.meta.last_log_id, stored.meta.last_membership);
+        let ((mut applied, mut membership), mut clock) = shared.read_state()?;
+        if clean {
+            // Saves of a snapshot build the stop interrupted are garbage now.
+            for item in shared.tree.scan_prefix(b"u") {
+                let (key, _) =
+                    item.map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
+                shared.tree.remove(key).map_err(write_err)?;
+            }
+        } else if !shared.tree.is_empty() {
+            // No clean stop: whatever prefix of the last writes sled recovered is not to be
+            // trusted. Back to the last snapshot; Raft replays the log after it.
+            let stored = Self::stored(&shared)?;
+            match &stored {
+                Some(stored) => {
+                    let signature = Some(stored.meta.signature());
+                    let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&stored.data)
+                        .map_err(|e| {
+                            StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e))
+                        })?;
+                    shared.replace_state(pairs, &stored.meta).map_err(|e| {
+                        StorageIOError::write_snapshot(signature, AnyError::new(&e))
+                    })?;
+                    (applied, membership) =
+                        (stored.meta.last_log_id, stored.meta.last_membership.clone());
+                    clock = shared.clock_ms();
+                }
+                None => {
+                    shared.tree.clear().map_err(write_err)?;
+                    (applied, membership, clock) = (None, StoredMembership::default(), 0);
+                }
+            }
+            tracing::info!(
+                from = applied.map_or(0, |l| l.index),
+                "no clean stop recorded: the state machine restarts from its last snapshot and replays the log"
+            );
         }
+        shared.clock_ms.store(clock, Ordering::Release);
         shared
             .applied
             .send_replace(applied.map(|l| l.index).unwrap_or(0));
@@ -560,6 +641,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             shared: Arc::clone(&self.shared),
             generation,
             applied: self.applied,
+            clock_ms: self.shared.clock_ms(),
             membership: self.membership.clone(),
         }
     }
@@ -609,6 +691,8 @@ pub(crate) struct Builder {
     shared: Arc<Shared>,
     generation: u64,
     applied: Option<LogId<NodeId>>,
+    /// The clock as of `applied`.
+    clock_ms: u64,
     membership: StoredMembership<NodeId, Member>,
 }
 
@@ -623,8 +707,10 @@ impl Builder {
         };
         let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut seen = std::collections::HashSet::new();
-        // Live tree first (clock, records, expiry index: `c` up to `m`) ...
-        for item in tree.range(b"c".to_vec()..b"m".to_vec()) {
+        // The clock as of the freeze ...
+        out.insert(CLOCK.to_vec(), self.clock_ms.to_be_bytes().to_vec());
+        // ... the live tree (records and expiry index: `d` up to `m`) ...
+        for item in tree.range(b"d".to_vec()..b"m".to_vec()) {
             let (key, value) = item?;
             seen.insert(key.to_vec());
             match saved(&key)? {
@@ -714,5 +800,209 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Crash points of one `apply()`: every prefix of its sled writes, recovered, reopened and
+    //! replayed, must give the tree the uncrashed apply gave.
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use proptest::prelude::*;
+    use store_testkit::TempDir;
+
+    use super::*;
+
+    /// A replica's rows, applied index and clock.
+    type State = (Vec<(Vec<u8>, Vec<u8>)>, u64, u64);
+
+    fn entry(index: u64, stamp_ms: u64, commands: Vec<Command>) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Request { stamp_ms, commands }),
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> (sled::Db, StateMachine, Arc<Shared>) {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let (sm, shared) = StateMachine::open(&db).unwrap();
+        (db, sm, shared)
+    }
+
+    /// What a replica's answers depend on: records, expiry index, applied index, clock.
+    fn state(shared: &Shared) -> State {
+        let rows = shared
+            .tree
+            .range(b"d".to_vec()..b"m".to_vec())
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        (rows, shared.applied_index(), shared.clock_ms())
+    }
+
+    /// Applies `entries[..first]` one by one (building a snapshot after `snapshot_at` of them,
+    /// if given), then the rest in one `apply()` whose writes are returned.
+    async fn run(
+        sm: &mut StateMachine,
+        shared: &Shared,
+        entries: &[Entry<TypeConfig>],
+        first: usize,
+        snapshot_at: Option<usize>,
+    ) -> Writes {
+        for (i, e) in entries[..first].iter().enumerate() {
+            sm.apply([e.clone()]).await.unwrap();
+            if snapshot_at == Some(i + 1) {
+                sm.get_snapshot_builder()
+                    .await
+                    .build_snapshot()
+                    .await
+                    .unwrap();
+            }
+        }
+        *shared.recorded.lock().unwrap() = Some(Vec::new());
+        sm.apply(entries[first..].to_vec()).await.unwrap();
+        shared.recorded.lock().unwrap().take().unwrap()
+    }
+
+    /// For every prefix of the last apply's writes: a crash that recovered just that prefix,
+    /// then a restart that replays the log after whatever the state machine says it has. Answers
+    /// the prefixes whose replayed state differs from the uncrashed one; `trust` skips the
+    /// discard of an unclean state (as the state machine did before it had one).
+    async fn diverging_prefixes(
+        entries: &[Entry<TypeConfig>],
+        first: usize,
+        snapshot_at: Option<usize>,
+        trust: bool,
+    ) -> Vec<usize> {
+        let reference = TempDir::new("raft-sm-ref");
+        let (_db, mut sm, shared) = open(reference.path());
+        let writes = run(&mut sm, &shared, entries, first, snapshot_at).await;
+        let expected = state(&shared);
+        let mut diverging = Vec::new();
+        for p in 0..=writes.len() {
+            let dir = TempDir::new("raft-sm-crash");
+            let (db, mut sm, shared) = open(dir.path());
+            run(&mut sm, &shared, &entries[..first], first, snapshot_at).await;
+            for (key, value) in &writes[..p] {
+                match value {
+                    Some(v) => shared.tree.insert(key, v.clone()).unwrap(),
+                    None => shared.tree.remove(key).unwrap(),
+                };
+            }
+            if trust {
+                shared.mark_clean().unwrap();
+            }
+            drop((sm, shared));
+            // What sled recovered is what this database holds; the state machine opens anew.
+            let (mut sm, shared) = StateMachine::open(&db).unwrap();
+            let (applied, _) = sm.applied_state().await.unwrap();
+            let from = applied.map_or(0, |l| l.index);
+            let rest: Vec<_> = entries
+                .iter()
+                .filter(|e| e.log_id.index > from)
+                .cloned()
+                .collect();
+            sm.apply(rest).await.unwrap();
+            if state(&shared) != expected {
+                diverging.push(p);
+            }
+        }
+        diverging
+    }
+
+    fn write(key: &str, ttl_ms: Option<u64>, condition: Cond) -> Command {
+        Command::Write {
+            key: key.to_owned(),
+            value: Bytes::from(format!("{key}@{ttl_ms:?}")),
+            ttl_ms,
+            condition,
+        }
+    }
+
+    /// The lock pattern: `if_absent` on a live key fails, then a cleanup in the same apply
+    /// removes the key. Trusting a crashed prefix that holds the removal but not the applied
+    /// index replays the `if_absent` onto an absent key, and it succeeds: that replica differs
+    /// for good. Discarding the unclean state and replaying from the snapshot does not.
+    #[tokio::test]
+    async fn a_crash_inside_an_apply_replays_to_the_uncrashed_state() {
+        let entries = vec![
+            entry(1, 1_000, vec![write("lock", Some(50), Cond::IfAbsent)]),
+            entry(2, 1_010, vec![write("lock", Some(50), Cond::IfAbsent)]),
+            entry(
+                3,
+                1_100,
+                vec![Command::Expire {
+                    keys: vec![("lock".to_owned(), 1_050)],
+                }],
+            ),
+        ];
+        let trusted = diverging_prefixes(&entries, 1, None, true).await;
+        assert!(
+            !trusted.is_empty(),
+            "a trusted crashed prefix should have diverged (the test would prove nothing)"
+        );
+        assert_eq!(
+            diverging_prefixes(&entries, 1, None, false).await,
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            diverging_prefixes(&entries, 1, Some(1), false).await,
+            Vec::<usize>::new()
+        );
+    }
+
+    fn command() -> impl Strategy<Value = Command> {
+        let key = prop::sample::select(vec!["a", "b", "c"]);
+        prop_oneof![
+            (key.clone(), prop::option::of(1u64..40), 0..3u8, 1u64..8).prop_map(
+                |(k, ttl, c, v)| {
+                    let condition = match c {
+                        0 => Cond::Always,
+                        1 => Cond::IfAbsent,
+                        _ => Cond::IfVersion(v),
+                    };
+                    write(k, ttl, condition)
+                }
+            ),
+            key.clone()
+                .prop_map(|k| Command::Delete { key: k.to_owned() }),
+            (key, 0u64..120).prop_map(|(k, d)| Command::Expire {
+                keys: vec![(k.to_owned(), 1_000 + d)],
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Random entries (writes with and without TTL and conditions, deletes, cleanups),
+        /// with a snapshot somewhere or none, and a crash at every write of the last apply.
+        #[test]
+        fn every_crash_point_of_an_apply_replays_to_the_uncrashed_state(
+            batches in prop::collection::vec(prop::collection::vec(command(), 1..4), 2..7),
+            split in 0usize..6,
+            snapshot in prop::option::of(1usize..5),
+        ) {
+            let entries: Vec<_> = batches
+                .into_iter()
+                .enumerate()
+                .map(|(i, commands)| entry(i as u64 + 1, 1_000 + 15 * i as u64, commands))
+                .collect();
+            let first = split.min(entries.len() - 1);
+            let snapshot_at = snapshot.filter(|s| *s <= first);
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let diverging =
+                runtime.block_on(diverging_prefixes(&entries, first, snapshot_at, false));
+            prop_assert!(diverging.is_empty(), "crash prefixes {diverging:?} diverged");
+        }
     }
 }
