@@ -1,15 +1,25 @@
 //! The internode transport: length-delimited postcard frames over TCP, one persistent,
 //! authenticated connection per peer, many requests in flight on it.
 //!
-//! A frame is a 4-byte big-endian length and a postcard message. After the handshake every
-//! message carries a request id; replies come back with the same id in any order, so a slow
-//! request (a snapshot chunk, a write waiting for its quorum) never blocks a heartbeat.
+//! A frame is a 4-byte big-endian length and a body. After the handshake every message carries
+//! a request id; replies come back with the same id in any order, so a slow request (a snapshot
+//! chunk, a write waiting for its quorum) never blocks a heartbeat.
 //!
 //! **Handshake** (both sides prove they hold the cluster secret; the secret never travels):
 //! the dialer sends `Hello {name, nonce_c}`; the listener answers
 //! `Challenge {nonce_s, HMAC(secret, "server" ‖ nonce_c ‖ nonce_s)}`; the dialer checks it and
 //! answers `HMAC(secret, "client" ‖ nonce_s ‖ nonce_c)`; the listener checks that and sends
 //! `Welcome`. A peer that fails either check is refused, logged, and its connection closed.
+//! Handshake frames are plain postcard, at most [`MAX_HANDSHAKE_FRAME`] bytes: a stranger's
+//! length prefix is checked before a byte is allocated for it.
+//!
+//! **Every frame after it is sealed** (ChaCha20-Poly1305): each direction has its own key,
+//! `HMAC(secret, "key client→server" or "key server→client" ‖ nonce_c ‖ nonce_s)`, fresh per
+//! connection, and the nonce of a frame is its sequence number on that direction, which both
+//! sides count; the length prefix is authenticated with it. A frame altered, forged, replayed,
+//! reordered or taken from another connection fails to open, and the connection is closed. Frame
+//! bodies are read as they arrive, never allocated from a length alone. A listener serves at most
+//! [`MAX_CONNECTIONS_PER_IP`] connections from one address at once (a peer needs one).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +34,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::de::DeserializeOwned;
@@ -37,7 +48,13 @@ use crate::types::{Command, NodeId, Response, TypeConfig};
 /// Largest frame accepted: a snapshot chunk (3 MiB by default) or a batch of log entries with
 /// large values fits with room to spare; anything bigger is a broken peer.
 const MAX_FRAME: usize = 256 << 20;
-const MAGIC: [u8; 8] = *b"kvraft01";
+/// Largest handshake frame: a name and a nonce, or a proof.
+const MAX_HANDSHAKE_FRAME: usize = 4 << 10;
+/// Connections one address may hold to a listener at once (handshaking or established).
+const MAX_CONNECTIONS_PER_IP: usize = 16;
+/// Frame bodies are read in pieces of at most this much, as the bytes arrive.
+const READ_PIECE: usize = 64 << 10;
+const MAGIC: [u8; 8] = *b"kvraft02";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request one node sends another.
@@ -193,6 +210,82 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// The two keys of a connection whose handshake exchanged `client` and `server` nonces:
+    /// (client → server, server → client).
+    fn session(&self, client: &[u8; 32], server: &[u8; 32]) -> (LessSafeKey, LessSafeKey) {
+        let key = |role: &[u8]| {
+            let bytes = self.proof(role, client, server);
+            // 32 bytes of HMAC-SHA256 are exactly a ChaCha20-Poly1305 key.
+            LessSafeKey::new(
+                UnboundKey::new(&aead::CHACHA20_POLY1305, &bytes[..32])
+                    .unwrap_or_else(|_| unreachable!("a 32-byte key")),
+            )
+        };
+        (key(b"key client->server"), key(b"key server->client"))
+    }
+}
+
+/// Seals the frames of one direction, numbering them.
+struct Sealer {
+    key: LessSafeKey,
+    next: u64,
+}
+
+/// Opens the frames of one direction, expecting them in order.
+struct Opener {
+    key: LessSafeKey,
+    next: u64,
+}
+
+fn sequence_nonce(n: u64) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(nonce)
+}
+
+impl Sealer {
+    /// Seals `body` in place: the frame is the length answered, then `body`.
+    fn seal(&mut self, body: &mut Vec<u8>) -> std::io::Result<[u8; 4]> {
+        let sealed_len = body.len() + aead::CHACHA20_POLY1305.tag_len();
+        if sealed_len > MAX_FRAME {
+            return Err(std::io::Error::other(format!(
+                "frame of {sealed_len} bytes exceeds the limit of {MAX_FRAME}"
+            )));
+        }
+        let len = u32::try_from(sealed_len)
+            .map_err(|_| std::io::Error::other("frame too large"))?
+            .to_be_bytes();
+        self.key
+            .seal_in_place_append_tag(sequence_nonce(self.next), Aad::from(len), body)
+            .map_err(|_| std::io::Error::other("cannot seal a frame"))?;
+        self.next += 1;
+        Ok(len)
+    }
+}
+
+impl Opener {
+    /// Reads the next frame and opens it: its body, or an error when it does not open.
+    async fn read<R: AsyncRead + Unpin, T: DeserializeOwned>(
+        &mut self,
+        r: &mut R,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<T> {
+        let len = read_raw(r, buf, MAX_FRAME).await?;
+        let body = self
+            .key
+            .open_in_place(sequence_nonce(self.next), Aad::from(len.to_be_bytes()), buf)
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "a frame did not open: forged, altered or replayed",
+                )
+            })?;
+        self.next += 1;
+        postcard::from_bytes(body).map_err(std::io::Error::other)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
@@ -207,39 +300,63 @@ fn nonce() -> std::io::Result<[u8; 32]> {
     Ok(n)
 }
 
+/// Writes a handshake frame.
 async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
     w: &mut W,
     msg: &T,
 ) -> std::io::Result<()> {
-    let bytes = encode_frame(msg)?;
+    let body = postcard::to_allocvec(msg).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    let mut bytes = len.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
     w.write_all(&bytes).await?;
     w.flush().await
 }
 
-fn encode_frame<T: Serialize>(msg: &T) -> std::io::Result<Vec<u8>> {
-    let mut out = vec![0u8; 4];
-    let body = postcard::to_extend(msg, Vec::new()).map_err(std::io::Error::other)?;
-    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
+/// Reads a handshake frame.
 async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
     r: &mut R,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<T> {
+    read_raw(r, buf, MAX_HANDSHAKE_FRAME).await?;
+    postcard::from_bytes(buf).map_err(std::io::Error::other)
+}
+
+/// Reads one frame's body into `buf` and answers its length. A length over `limit` is an error
+/// before anything is allocated, and the body grows only as its bytes arrive, so a length alone
+/// never pins memory.
+async fn read_raw<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<u32> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!(
-            "frame of {len} bytes exceeds the limit of {MAX_FRAME}"
-        )));
+    let n = u32::from_be_bytes(len);
+    let total = n as usize;
+    if total > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {total} bytes exceeds the limit of {limit}"),
+        ));
     }
-    buf.resize(len, 0);
-    r.read_exact(buf).await?;
-    postcard::from_bytes(buf).map_err(std::io::Error::other)
+    buf.clear();
+    while buf.len() < total {
+        let start = buf.len();
+        let piece = (total - start).min(READ_PIECE);
+        buf.resize(start + piece, 0);
+        r.read_exact(&mut buf[start..]).await?;
+    }
+    if buf.capacity() > 4 * READ_PIECE && total < READ_PIECE {
+        // After a large frame, give the memory back.
+        buf.shrink_to(READ_PIECE);
+    }
+    Ok(n)
+}
+
+/// A request or reply as the sealing writer takes it: the plain body.
+fn encode_body<T: Serialize>(msg: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_allocvec(msg).map_err(std::io::Error::other)
 }
 
 /// Outgoing connections, one per peer address, made from this node's own bind address.
@@ -305,7 +422,7 @@ impl Peers {
             Err(_) => return Err(CallError::NotSent(format!("{addr}: connect timed out"))),
         };
         let id = conn.next.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_frame(&Envelope { id, body: rpc })
+        let frame = encode_body(&Envelope { id, body: rpc })
             .map_err(|e| CallError::NotSent(format!("{addr}: {e}")))?;
         let (tx, rx) = oneshot::channel();
         conn.pending
@@ -369,9 +486,12 @@ impl Peers {
         }
         let stream = socket.connect(target).await?;
         stream.set_nodelay(true)?;
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.introduce(stream, addr))
-            .await
-            .map_err(|_| std::io::Error::other("handshake timed out"))??;
+        let (stream, (send, recv)) =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, self.introduce(stream, addr))
+                .await
+                .map_err(|_| std::io::Error::other("handshake timed out"))??;
+        let sealer = Sealer { key: send, next: 0 };
+        let mut opener = Opener { key: recv, next: 0 };
         let (reader, writer) = stream.into_split();
         // Buffered: one read syscall brings many small frames (heartbeats, acks).
         let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
@@ -384,7 +504,7 @@ impl Peers {
         });
         let write_conn = Arc::clone(&conn);
         tokio::spawn(async move {
-            if pump(writer, outgoing).await.is_err() {
+            if pump(writer, sealer, outgoing).await.is_err() {
                 write_conn.fail_all();
             }
         });
@@ -393,7 +513,10 @@ impl Peers {
         tokio::spawn(async move {
             let mut buf = Vec::new();
             loop {
-                match read_frame::<_, Envelope<Reply>>(&mut reader, &mut buf).await {
+                match opener
+                    .read::<_, Envelope<Reply>>(&mut reader, &mut buf)
+                    .await
+                {
                     Ok(Envelope { id, body }) => {
                         let waiter = read_conn
                             .pending
@@ -415,7 +538,12 @@ impl Peers {
         Ok(conn)
     }
 
-    async fn introduce(&self, mut stream: TcpStream, addr: &str) -> std::io::Result<TcpStream> {
+    /// The dialer's half of the handshake: the stream and its keys (send, receive).
+    async fn introduce(
+        &self,
+        mut stream: TcpStream,
+        addr: &str,
+    ) -> std::io::Result<(TcpStream, (LessSafeKey, LessSafeKey))> {
         let mine = nonce()?;
         write_frame(
             &mut stream,
@@ -454,7 +582,7 @@ impl Peers {
         )
         .await?;
         match read_frame(&mut stream, &mut buf).await? {
-            Handshake::Welcome => Ok(stream),
+            Handshake::Welcome => Ok((stream, self.secret.session(&mine, &theirs))),
             Handshake::Refused { reason } => Err(std::io::Error::new(
                 std::io::ErrorKind::PermissionDenied,
                 format!("refused: {reason}"),
@@ -464,17 +592,20 @@ impl Peers {
     }
 }
 
-/// Writes queued frames, flushing whenever the queue runs dry (so a burst goes out in few
-/// syscalls).
+/// Seals and writes queued frame bodies in order, flushing whenever the queue runs dry (so a
+/// burst goes out in few syscalls).
 async fn pump<W: AsyncWrite + Unpin>(
     writer: W,
+    mut sealer: Sealer,
     mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
 ) -> std::io::Result<()> {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
-    while let Some(frame) = frames.recv().await {
-        writer.write_all(&frame).await?;
-        while let Ok(frame) = frames.try_recv() {
-            writer.write_all(&frame).await?;
+    while let Some(mut body) = frames.recv().await {
+        writer.write_all(&sealer.seal(&mut body)?).await?;
+        writer.write_all(&body).await?;
+        while let Ok(mut body) = frames.try_recv() {
+            writer.write_all(&sealer.seal(&mut body)?).await?;
+            writer.write_all(&body).await?;
         }
         writer.flush().await?;
     }
@@ -491,6 +622,7 @@ pub(crate) async fn serve<H, Fut>(
     H: Fn(Rpc) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -504,10 +636,16 @@ pub(crate) async fn serve<H, Fut>(
                 continue;
             }
         };
+        let Some(slot) = ConnectionSlot::take(&per_ip, from.ip()) else {
+            tracing::warn!(peer = %from, limit = MAX_CONNECTIONS_PER_IP, "raft peer connection refused: too many from this address");
+            drop(stream);
+            continue;
+        };
         let secret = secret.clone();
         let handle = handle.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(stream, &secret, from))
                 .await
@@ -527,11 +665,45 @@ pub(crate) async fn serve<H, Fut>(
     }
 }
 
+/// One of the connections an address may hold; given back when dropped.
+struct ConnectionSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl ConnectionSlot {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(Self {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The listener's half of the handshake: the stream and its keys (send, receive).
 async fn admit(
     mut stream: TcpStream,
     secret: &Secret,
     from: SocketAddr,
-) -> std::io::Result<TcpStream> {
+) -> std::io::Result<(TcpStream, (LessSafeKey, LessSafeKey))> {
     let mut buf = Vec::new();
     let (name, theirs) = match read_frame(&mut stream, &mut buf).await? {
         Handshake::Hello { magic, name, nonce } if magic == MAGIC => (name, nonce),
@@ -565,32 +737,44 @@ async fn admit(
     }
     write_frame(&mut stream, &Handshake::Welcome).await?;
     tracing::debug!(peer = %from, name = %name, "raft peer connected");
-    Ok(stream)
+    let (client_to_server, server_to_client) = secret.session(&theirs, &mine);
+    Ok((stream, (server_to_client, client_to_server)))
 }
 
-async fn connection<H, Fut>(stream: TcpStream, handle: H, mut stop: watch::Receiver<bool>)
-where
+async fn connection<H, Fut>(
+    (stream, (send, recv)): (TcpStream, (LessSafeKey, LessSafeKey)),
+    handle: H,
+    mut stop: watch::Receiver<bool>,
+) where
     H: Fn(Rpc) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Reply> + Send + 'static,
 {
+    let peer = stream.peer_addr().ok();
     let (reader, writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
     let (frames, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
-    let pump_task = tokio::spawn(pump(writer, outgoing));
+    let pump_task = tokio::spawn(pump(writer, Sealer { key: send, next: 0 }, outgoing));
+    let mut opener = Opener { key: recv, next: 0 };
     let mut buf = Vec::new();
     loop {
         let request = tokio::select! {
-            r = read_frame::<_, Envelope<Rpc>>(&mut reader, &mut buf) => r,
+            r = opener.read::<_, Envelope<Rpc>>(&mut reader, &mut buf) => r,
             _ = stop.wait_for(|s| *s) => break,
         };
-        let Ok(Envelope { id, body }) = request else {
-            break;
+        let Envelope { id, body } = match request {
+            Ok(e) => e,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    tracing::warn!(peer = ?peer, error = %e, "raft peer connection closed");
+                }
+                break;
+            }
         };
         let handle = handle.clone();
         let frames = frames.clone();
         tokio::spawn(async move {
             let reply = handle(body).await;
-            match encode_frame(&Envelope { id, body: reply }) {
+            match encode_body(&Envelope { id, body: reply }) {
                 Ok(frame) => {
                     let _ = frames.send(frame);
                 }
@@ -678,5 +862,142 @@ mod tests {
             .expect("the listener closes the connection")
             .unwrap_or(0);
         assert_eq!(n, 0);
+    }
+
+    /// `msg` as a whole sealed frame.
+    fn sealed<T: Serialize>(sealer: &mut Sealer, msg: &T) -> Vec<u8> {
+        let mut body = encode_body(msg).unwrap();
+        let mut frame = sealer.seal(&mut body).unwrap().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// A connection through the real handshake, and its keys, for writing frames by hand.
+    async fn handshaken(addr: SocketAddr) -> (TcpStream, Sealer, Opener) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (stream, (send, recv)) = peers(b"right")
+            .introduce(stream, &addr.to_string())
+            .await
+            .unwrap();
+        (
+            stream,
+            Sealer { key: send, next: 0 },
+            Opener { key: recv, next: 0 },
+        )
+    }
+
+    /// Whether the other side closes `stream` within `within` (reading, and dropping, whatever
+    /// else it sends).
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+        let mut sink = Vec::new();
+        tokio::time::timeout(within, stream.read_to_end(&mut sink))
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_sealed_frame_is_served_and_the_same_frame_again_closes_the_connection() {
+        let (addr, _stop) = server(b"right").await;
+        let (mut stream, mut sealer, mut opener) = handshaken(addr).await;
+        let ping = sealed(
+            &mut sealer,
+            &Envelope {
+                id: 1,
+                body: Rpc::Ping,
+            },
+        );
+        stream.write_all(&ping).await.unwrap();
+        let mut buf = Vec::new();
+        let reply: Envelope<Reply> = opener.read(&mut stream, &mut buf).await.unwrap();
+        assert!(matches!((reply.id, reply.body), (1, Reply::Pong)));
+        // Replayed: its sequence number is spent.
+        stream.write_all(&ping).await.unwrap();
+        assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+    }
+
+    #[tokio::test]
+    async fn a_forged_or_altered_frame_after_the_handshake_closes_the_connection() {
+        let (addr, _stop) = server(b"right").await;
+        // Forged: the right length, bytes of nobody's key.
+        let (mut stream, _, _) = handshaken(addr).await;
+        let mut forged = 40u32.to_be_bytes().to_vec();
+        forged.extend_from_slice(&[7u8; 40]);
+        stream.write_all(&forged).await.unwrap();
+        assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+        // Altered: a sealed Write with one bit flipped on the way.
+        let (mut stream, mut sealer, _) = handshaken(addr).await;
+        let write = Rpc::Write(Command::Delete { key: "k".into() });
+        let mut frame = sealed(&mut sealer, &Envelope { id: 1, body: write });
+        frame[6] ^= 1;
+        stream.write_all(&frame).await.unwrap();
+        assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+        // A frame sealed for another connection does not open on this one.
+        let (_, mut other_sealer, _) = handshaken(addr).await;
+        let (mut stream, _, _) = handshaken(addr).await;
+        let ping = sealed(
+            &mut other_sealer,
+            &Envelope {
+                id: 1,
+                body: Rpc::Ping,
+            },
+        );
+        stream.write_all(&ping).await.unwrap();
+        assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+    }
+
+    #[tokio::test]
+    async fn a_huge_length_before_the_handshake_closes_the_connection_at_once() {
+        let (addr, _stop) = server(b"right").await;
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(&(256u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        // Closed by the length check, well before the 5 s handshake timeout.
+        assert!(closed_within(&mut stream, Duration::from_secs(2)).await);
+    }
+
+    #[tokio::test]
+    async fn a_frame_body_grows_only_as_its_bytes_arrive() {
+        // A 200 MiB length (under the limit) followed by 10 bytes and the end of the stream.
+        let mut input = (200u32 << 20).to_be_bytes().to_vec();
+        input.extend_from_slice(&[0u8; 10]);
+        let mut buf = Vec::new();
+        let e = read_raw(&mut input.as_slice(), &mut buf, MAX_FRAME)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(buf.capacity() <= 2 * READ_PIECE, "{}", buf.capacity());
+        let over = ((MAX_FRAME + 1) as u32).to_be_bytes();
+        let e = read_raw(&mut over.as_slice(), &mut buf, MAX_FRAME)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("exceeds the limit"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_address_holds_a_bounded_number_of_connections() {
+        let (addr, _stop) = server(b"right").await;
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_IP {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // The listener takes them in order; one more is closed at once, not after the handshake
+        // timeout.
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+        // A freed slot is taken again: a real peer gets in once an idle one leaves.
+        drop(idle.pop());
+        let mut reply = Err(CallError::NotSent(String::new()));
+        for _ in 0..100 {
+            reply = peers(b"right")
+                .call(&addr.to_string(), Rpc::Ping, Duration::from_secs(5))
+                .await;
+            if reply.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
     }
 }
