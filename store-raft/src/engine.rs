@@ -29,6 +29,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 const CLEANUP_BATCH: usize = 512;
 /// Most writes one entry carries.
 const MAX_BATCH: usize = 256;
+/// Most bytes of keys and values one entry carries (one write alone may carry more): entries
+/// stay small enough to replicate within a heartbeat interval.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Writes waiting for the leader's proposer, at most; one more is refused at once.
+const MAX_QUEUED_WRITES: usize = 16 * 1024;
 /// Entries the leader has proposed and not yet seen applied, at most; writes that arrive
 /// meanwhile wait and go together in the next entry.
 const MAX_IN_FLIGHT: usize = 4;
@@ -314,7 +319,7 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
     /// Writes for the leader's proposer (see [`proposer`]).
-    proposals: mpsc::UnboundedSender<Pending>,
+    proposals: mpsc::Sender<Pending>,
     /// Leadership this node restored from its own disk at start, if any (see [`ReadFloor`]).
     restored: Option<ReadFloor>,
 }
@@ -466,7 +471,7 @@ impl RaftEngine {
         .map_err(|e| Error::internal(format!("cannot start raft: {e}")))?;
 
         let (stop, stopped) = watch::channel(false);
-        let (proposals, pending) = mpsc::unbounded_channel();
+        let (proposals, pending) = mpsc::channel(MAX_QUEUED_WRITES);
         let inner = Arc::new(Inner {
             name: config.name.clone(),
             id,
@@ -780,8 +785,17 @@ impl Inner {
             return Try::Again;
         }
         let (reply, answer) = oneshot::channel();
-        if self.proposals.send(Pending { command, reply }).is_err() {
-            return Try::Done(Err(Error::closed("the raft engine was shut down")));
+        match self.proposals.try_send(Pending { command, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Try::Done(Err(Error::unavailable(format!(
+                    "the leader's write queue is full ({MAX_QUEUED_WRITES} writes waiting); \
+                     the write was not applied"
+                ))));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Try::Done(Err(Error::closed("the raft engine was shut down")));
+            }
         }
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(outcome)) => outcome,
@@ -1135,7 +1149,7 @@ impl Inner {
 /// work per batch instead of per write.
 async fn proposer(
     inner: Weak<Inner>,
-    mut pending: mpsc::UnboundedReceiver<Pending>,
+    mut pending: mpsc::Receiver<Pending>,
     mut stop: watch::Receiver<bool>,
 ) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -1155,22 +1169,36 @@ async fn proposer(
             return;
         };
         // Gathered after the permit: whatever queued while entries were in flight joins this one.
+        // A writer that gave up (its request timed out) is dropped here, never proposed.
         let mut keys = std::collections::HashSet::new();
-        if let Some(k) = first.command.key() {
-            keys.insert(k.to_owned());
-        }
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            let Ok(next) = pending.try_recv() else { break };
-            // A second write of a key waits for the next entry: each write of a key must get a
-            // greater version than the last.
-            if let Some(k) = next.command.key()
-                && !keys.insert(k.to_owned())
-            {
-                carried = Some(next);
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(p) = next.take() {
+            if p.reply.is_closed() {
+                next = pending.try_recv().ok();
+                continue;
+            }
+            let size = p.command.size();
+            // A second write of a key waits for the next entry (each write of a key must get a
+            // greater version than the last), and so does a write past the byte budget.
+            let repeated = p.command.key().is_some_and(|k| keys.contains(k));
+            if !batch.is_empty() && (repeated || bytes + size > MAX_BATCH_BYTES) {
+                carried = Some(p);
                 break;
             }
-            batch.push(next);
+            if let Some(k) = p.command.key() {
+                keys.insert(k.to_owned());
+            }
+            bytes += size;
+            batch.push(p);
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = pending.try_recv().ok();
+        }
+        if batch.is_empty() {
+            continue;
         }
         let Some(inner) = inner.upgrade() else { return };
         tokio::spawn(async move {

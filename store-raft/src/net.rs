@@ -52,6 +52,9 @@ const MAX_FRAME: usize = 256 << 20;
 const MAX_HANDSHAKE_FRAME: usize = 4 << 10;
 /// Connections one address may hold to a listener at once (handshaking or established).
 const MAX_CONNECTIONS_PER_IP: usize = 16;
+/// Frames waiting to be written on one connection, at most: one more request is refused (not
+/// sent); a reply waits for room.
+const MAX_QUEUED_FRAMES: usize = 4096;
 /// Frame bodies are read in pieces of at most this much, as the bytes arrive.
 const READ_PIECE: usize = 64 << 10;
 const MAGIC: [u8; 8] = *b"kvraft02";
@@ -381,8 +384,24 @@ struct Peer {
     conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
 }
 
+/// Removes a call's waiter from its connection when the call ends, however it ends.
+struct Waiting<'a> {
+    conn: &'a Conn,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.conn
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 struct Conn {
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::Sender<Vec<u8>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
     next: AtomicU64,
     alive: AtomicBool,
@@ -429,23 +448,24 @@ impl Peers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, tx);
-        if conn.frames.send(frame).is_err() {
-            conn.pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id);
-            return Err(CallError::NotSent(format!("{addr}: connection closed")));
+        // However this call ends (answered, timed out, or dropped by a caller that gave up), its
+        // waiter leaves the map.
+        let _waiting = Waiting { conn: &conn, id };
+        match conn.frames.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(CallError::NotSent(format!(
+                    "{addr}: {MAX_QUEUED_FRAMES} frames already wait to be sent"
+                )));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(CallError::NotSent(format!("{addr}: connection closed")));
+            }
         }
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(CallError::Lost(format!("{addr}: connection lost"))),
-            Err(_) => {
-                conn.pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
-                Err(CallError::Lost(format!("{addr}: no reply in {timeout:?}")))
-            }
+            Err(_) => Err(CallError::Lost(format!("{addr}: no reply in {timeout:?}"))),
         }
     }
 
@@ -495,7 +515,7 @@ impl Peers {
         let (reader, writer) = stream.into_split();
         // Buffered: one read syscall brings many small frames (heartbeats, acks).
         let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
-        let (frames, outgoing) = mpsc::unbounded_channel();
+        let (frames, outgoing) = mpsc::channel(MAX_QUEUED_FRAMES);
         let conn = Arc::new(Conn {
             frames,
             pending: Mutex::new(HashMap::new()),
@@ -597,7 +617,7 @@ impl Peers {
 async fn pump<W: AsyncWrite + Unpin>(
     writer: W,
     mut sealer: Sealer,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut frames: mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<()> {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
     while let Some(mut body) = frames.recv().await {
@@ -752,7 +772,7 @@ async fn connection<H, Fut>(
     let peer = stream.peer_addr().ok();
     let (reader, writer) = stream.into_split();
     let mut reader = tokio::io::BufReader::with_capacity(64 << 10, reader);
-    let (frames, outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (frames, outgoing) = mpsc::channel::<Vec<u8>>(MAX_QUEUED_FRAMES);
     let pump_task = tokio::spawn(pump(writer, Sealer { key: send, next: 0 }, outgoing));
     let mut opener = Opener { key: recv, next: 0 };
     let mut buf = Vec::new();
@@ -776,7 +796,7 @@ async fn connection<H, Fut>(
             let reply = handle(body).await;
             match encode_body(&Envelope { id, body: reply }) {
                 Ok(frame) => {
-                    let _ = frames.send(frame);
+                    let _ = frames.send(frame).await;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode a raft reply"),
             }

@@ -68,6 +68,15 @@ impl fmt::Display for Request {
 impl Command {
     /// The one key a write or delete touches (cleanup touches many, and conflicts with none:
     /// it re-checks each deadline when applied).
+    /// About how many bytes the command takes in an entry: what byte budgets count.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Self::Write { key, value, .. } => 32 + key.len() + value.len(),
+            Self::Delete { key } => 16 + key.len(),
+            Self::Expire { keys } => 16 + keys.iter().map(|(k, _)| 16 + k.len()).sum::<usize>(),
+        }
+    }
+
     pub(crate) fn key(&self) -> Option<&str> {
         match self {
             Self::Write { key, .. } | Self::Delete { key } => Some(key),
