@@ -32,6 +32,8 @@ const MAX_BATCH: usize = 256;
 /// Most bytes of keys and values one entry carries (one write alone may carry more): entries
 /// stay small enough to replicate within a heartbeat interval.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+/// How far behind the leader's log a learner may be when it is promoted to voter.
+const CATCH_UP_LAG: u64 = 1000;
 /// Writes waiting for the leader's proposer, at most; one more is refused at once.
 const MAX_QUEUED_WRITES: usize = 16 * 1024;
 /// Entries the leader has proposed and not yet seen applied, at most; writes that arrive
@@ -1000,7 +1002,7 @@ impl Inner {
         let deadline = Instant::now() + timeout;
         loop {
             let attempt = match self.leader() {
-                Leader::Me => match self.change_here(&rpc).await {
+                Leader::Me => match self.change_here_in_time(&rpc).await {
                     Ok(members) => return Ok(members),
                     Err(Refusal::NotLeader) => Try::Again,
                     Err(refusal) => return Err(refusal.into_error()),
@@ -1045,6 +1047,47 @@ impl Inner {
         }
     }
 
+    /// [`Inner::change_here`] within `request_timeout`: a learner that never catches up (an
+    /// unreachable address) fails the change with a timeout instead of holding it forever. The
+    /// learner stays added and keeps being replicated to; adding it again promotes it.
+    async fn change_here_in_time(
+        &self,
+        rpc: &Rpc,
+    ) -> std::result::Result<Vec<MemberStatus>, Refusal> {
+        match tokio::time::timeout(self.request_timeout, self.change_here(rpc)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Refusal::from_error(&Error::write_timeout(format!(
+                "the membership change did not finish within {:?} (a member being added must \
+                 be reachable and catch up); check `cluster status`, then ask again",
+                self.request_timeout
+            )))),
+        }
+    }
+
+    /// Waits until this leader has replicated to `id` up to within [`CATCH_UP_LAG`] entries of
+    /// its last log index.
+    async fn caught_up(&self, id: NodeId) -> std::result::Result<(), Refusal> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let Some(replication) = &m.replication else {
+                    return Err(Refusal::NotLeader);
+                };
+                if let Some(Some(matched)) = replication.get(&id)
+                    && m.last_log_index.unwrap_or(0).saturating_sub(matched.index) <= CATCH_UP_LAG
+                {
+                    return Ok(());
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return Err(Refusal::from_error(&Error::closed(
+                    "the raft engine was shut down",
+                )));
+            }
+        }
+    }
+
     async fn change_here(&self, rpc: &Rpc) -> std::result::Result<Vec<MemberStatus>, Refusal> {
         let failed = |e: Error| Refusal::from_error(&e);
         let map = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
@@ -1072,8 +1115,27 @@ impl Inner {
                     name: name.clone(),
                     addr: addr.clone(),
                 };
+                let moved = self
+                    .current_members()
+                    .into_iter()
+                    .any(|m| m.name == *name && m.addr != *addr);
+                if moved {
+                    // A member added again at another address: openraft's add_learner keeps the
+                    // node it knows, so the address is set on its own.
+                    self.raft
+                        .change_membership(
+                            ChangeMembers::SetNodes(BTreeMap::from([(id, member.clone())])),
+                            false,
+                        )
+                        .await
+                        .map_err(map)?;
+                }
                 self.raft.add_learner(id, member, true).await.map_err(map)?;
                 if *voter {
+                    // openraft's blocking add_learner returns at once while the log is short,
+                    // even for a learner nobody can reach; promoting that one would quietly take
+                    // a voter's worth of fault tolerance away. Promote only once it holds the log.
+                    self.caught_up(id).await?;
                     self.raft
                         .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                         .await
@@ -1136,7 +1198,7 @@ impl Inner {
                 if !matches!(self.leader(), Leader::Me) {
                     return Reply::Members(Err(Refusal::NotLeader));
                 }
-                Reply::Members(self.change_here(&rpc).await)
+                Reply::Members(self.change_here_in_time(&rpc).await)
             }
         }
     }

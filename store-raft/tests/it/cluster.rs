@@ -473,3 +473,58 @@ async fn concurrent_writes_of_large_values_replicate_within_a_deadline() {
         }
     }
 }
+
+/// A member added at an address that never answers fails in time (it stays a learner), and added
+/// again at its real address, the address is updated: it catches up, is promoted, and holds
+/// the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_at_a_dead_address_fails_in_time_and_its_new_address_is_taken() {
+    fn brief(config: &mut RaftConfig) {
+        fast(config);
+        config.request_timeout = Duration::from_secs(2);
+    }
+    let mut cluster = Cluster::start(3, clock().shared(), brief).await;
+    let leader = cluster.leader().await;
+    let n4 = cluster.add_joining_node().await;
+    // Bound and never served: connections hang in the backlog, nothing answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap().to_string();
+    let name = format!("n{}", n4 + 1);
+    let started = Instant::now();
+    let e = cluster
+        .engine(leader)
+        .add_member(&name, &dead, true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let status = cluster.engine(leader).status().await.unwrap();
+    let listed = status.members.iter().find(|m| m.name == name).unwrap();
+    assert_eq!(
+        (listed.addr.as_str(), listed.role),
+        (dead.as_str(), Role::Learner)
+    );
+
+    let real = cluster.addrs[n4].to_string();
+    let members = eventually("n4 added at its real address", || {
+        let engine = cluster.engine(leader).clone();
+        let (name, real) = (name.clone(), real.clone());
+        async move { engine.add_member(&name, &real, true).await }
+    })
+    .await;
+    let listed = members.iter().find(|m| m.name == name).unwrap();
+    assert_eq!(
+        (listed.addr.as_str(), listed.role),
+        (real.as_str(), Role::Voter)
+    );
+    let store = cluster.store(leader, "t");
+    store
+        .set("after-move", Bytes::from_static(b"yes"), None)
+        .await
+        .unwrap();
+    replicated(&cluster, n4, "after-move", b"yes").await;
+}
