@@ -48,6 +48,9 @@ pub struct RaftSettings {
     pub snapshot_threshold: u64,
     /// How long a request may wait for a quorum (default 5 s).
     pub request_timeout: Duration,
+    /// The most any two members' clocks may differ (default 500 ms; `0s` turns off the wait of
+    /// a new leader).
+    pub max_clock_skew: Duration,
 }
 
 /// `cluster.gossip`.
@@ -131,6 +134,7 @@ pub(crate) const RAFT_FIELDS: &[&str] = &[
     "election_timeout",
     "snapshot_threshold",
     "request_timeout",
+    "max_clock_skew",
 ];
 pub(crate) const GOSSIP_FIELDS: &[&str] = &[
     "bind",
@@ -175,6 +179,8 @@ struct RawRaft {
     snapshot_threshold: Option<u64>,
     #[serde(default)]
     request_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    max_clock_skew: Option<HumanDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +378,10 @@ pub(crate) fn check(
             election_timeout,
             snapshot_threshold,
             request_timeout: duration(r.request_timeout, Duration::from_secs(5)),
+            // Unlike the other durations, 0 means what it says: no wait.
+            max_clock_skew: r
+                .max_clock_skew
+                .map_or(Duration::from_millis(500), Duration::from),
         })
     });
 

@@ -204,6 +204,7 @@ pub fn raft_node(
         config.election_timeout = raft.election_timeout;
         config.snapshot_threshold = raft.snapshot_threshold;
         config.request_timeout = raft.request_timeout;
+        config.max_clock_skew = raft.max_clock_skew;
         config.clock = std::sync::Arc::clone(node.shared_clock());
         config.secret = match &cluster.secret {
             Some(source) => crate::cluster::read_secret(source)?,

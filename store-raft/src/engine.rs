@@ -77,6 +77,11 @@ pub struct RaftConfig {
     pub snapshot_threshold: u64,
     /// A request waiting longer fails `Timeout` (or `Unavailable` when known not applied).
     pub request_timeout: Duration,
+    /// The most any two members' clocks may differ: a new leader (or a leader restarted from
+    /// disk) serves nothing until its own clock has run this long past the moment it took
+    /// over, so it never judges expiry at a time before one its predecessor already judged by.
+    /// 0 turns the wait off.
+    pub max_clock_skew: Duration,
     /// The cluster secret every internode connection proves it holds.
     pub secret: Vec<u8>,
     /// The clock the leader stamps into entries and judges reads by.
@@ -97,6 +102,7 @@ impl fmt::Debug for RaftConfig {
             .field("election_timeout", &self.election_timeout)
             .field("snapshot_threshold", &self.snapshot_threshold)
             .field("request_timeout", &self.request_timeout)
+            .field("max_clock_skew", &self.max_clock_skew)
             .field("secret", &"***")
             .finish_non_exhaustive()
     }
@@ -104,7 +110,8 @@ impl fmt::Debug for RaftConfig {
 
 impl RaftConfig {
     /// A configuration with the documented defaults: heartbeat 100 ms, election timeout 1 s,
-    /// snapshots every 10 000 entries, requests time out after 5 s, no secret, system clock.
+    /// snapshots every 10 000 entries, requests time out after 5 s, clocks within 500 ms of each
+    /// other, no secret, system clock.
     pub fn new(
         name: impl Into<String>,
         dir: impl Into<PathBuf>,
@@ -121,6 +128,7 @@ impl RaftConfig {
             election_timeout: Duration::from_secs(1),
             snapshot_threshold: 10_000,
             request_timeout: Duration::from_secs(5),
+            max_clock_skew: Duration::from_millis(500),
             secret: Vec::new(),
             clock: system_clock(),
             cleanup_interval: Duration::from_secs(1),
@@ -324,6 +332,12 @@ pub(crate) struct Inner {
     proposals: mpsc::Sender<Pending>,
     /// Leadership this node restored from its own disk at start, if any (see [`ReadFloor`]).
     restored: Option<ReadFloor>,
+    /// The largest clock reading this node has used: its `now` never goes back.
+    last_now: std::sync::atomic::AtomicU64,
+    max_clock_skew_ms: u64,
+    /// The leadership this node holds or last held, and its own clock reading when it saw it
+    /// begin (see [`Inner::ready_to_lead`]).
+    took_over: Mutex<Option<(openraft::Vote<NodeId>, u64)>>,
 }
 
 /// A leadership restored at start, and the read index it may not go below.
@@ -490,6 +504,11 @@ impl RaftEngine {
             closed: AtomicBool::new(false),
             proposals,
             restored,
+            last_now: std::sync::atomic::AtomicU64::new(0),
+            max_clock_skew_ms: u64::try_from(config.max_clock_skew.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(u64::MAX / 4),
+            took_over: Mutex::new(None),
         });
 
         let weak = Arc::downgrade(&inner);
@@ -511,13 +530,14 @@ impl RaftEngine {
         let cleanup = tokio::spawn(cleanup_loop(
             Arc::downgrade(&inner),
             config.cleanup_interval,
-            stopped,
+            stopped.clone(),
         ));
+        let watching = tokio::spawn(watch_leadership(Arc::downgrade(&inner), stopped));
         inner
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend([server, proposing, cleanup]);
+            .extend([server, proposing, cleanup, watching]);
 
         if let Members::Founding(members) = &config.members {
             let nodes: BTreeMap<NodeId, Member> = members
@@ -708,7 +728,7 @@ impl Inner {
         let m = metrics.borrow();
         match m.current_leader {
             Some(id) if id == self.id => {
-                if m.state == ServerState::Leader {
+                if m.state == ServerState::Leader && self.ready_to_lead(&m.vote) {
                     Leader::Me
                 } else {
                     Leader::Unknown
@@ -719,6 +739,46 @@ impl Inner {
                 None => Leader::Unknown,
             },
             None => Leader::Unknown,
+        }
+    }
+
+    /// This node's clock reading, never below one it used before nor below the state machine's
+    /// clock (the largest stamp applied): a clock stepped back holds still instead.
+    pub(crate) fn now_ms(&self) -> u64 {
+        let t = self.clock.now_ms().max(self.sm.clock_ms());
+        self.last_now.fetch_max(t, Ordering::AcqRel).max(t)
+    }
+
+    /// Whether this node, leader under `vote`, may serve: once its own clock has run
+    /// `max_clock_skew` past the reading it had when it first saw that leadership. The
+    /// predecessor judged every read and stamped every entry by its own clock, at most
+    /// `max_clock_skew` ahead of this one then; waiting that long keeps every judgement of this
+    /// leader at or after all of them (a key a completed read saw expired stays expired).
+    fn ready_to_lead(&self, vote: &openraft::Vote<NodeId>) -> bool {
+        if self.max_clock_skew_ms == 0 {
+            return true;
+        }
+        let since = self.note_takeover(vote);
+        self.now_ms() >= since.saturating_add(self.max_clock_skew_ms)
+    }
+
+    /// The clock reading when this node first saw itself leader under `vote` (now, if this is
+    /// the first time).
+    fn note_takeover(&self, vote: &openraft::Vote<NodeId>) -> u64 {
+        let mut took_over = self
+            .took_over
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match *took_over {
+            Some((v, at)) if v == *vote => at,
+            _ => {
+                let now = self.now_ms();
+                if self.max_clock_skew_ms > 0 {
+                    tracing::info!(%vote, wait_ms = self.max_clock_skew_ms, "leader: serving once max_clock_skew has passed");
+                }
+                *took_over = Some((*vote, now));
+                now
+            }
         }
     }
 
@@ -823,7 +883,7 @@ impl Inner {
         let (commands, replies): (Vec<Command>, Vec<_>) =
             batch.into_iter().map(|p| (p.command, p.reply)).unzip();
         let request = Request {
-            stamp_ms: self.clock.now_ms(),
+            stamp_ms: self.now_ms(),
             commands,
         };
         let failed = |e: Error| -> Vec<Try<Response>> {
@@ -936,7 +996,12 @@ impl Inner {
                             ri.index, self.request_timeout
                         )));
                     }
-                    return Ok(ri.now_ms.max(self.sm.clock_ms()));
+                    // The leader's reading (never this node's own, which may run behind or ahead
+                    // of it); it is also the least this node's own `now` may be from here on, so
+                    // a local read never judges earlier than this one did.
+                    let now = ri.now_ms.max(self.sm.clock_ms());
+                    self.last_now.fetch_max(now, Ordering::AcqRel);
+                    return Ok(now);
                 }
                 Try::Done(Err(e)) => return Err(e),
                 Try::Again => {
@@ -968,7 +1033,7 @@ impl Inner {
             )))),
             Ok(Ok((read, _))) => Try::Done(Ok(ReadIndex {
                 index: read.map_or(0, |l| l.index).max(self.read_floor()),
-                now_ms: self.clock.now_ms(),
+                now_ms: self.now_ms(),
             })),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Try::Again,
             Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => Try::Again,
@@ -992,7 +1057,7 @@ impl Inner {
 
     /// The clock reading a serializable (local) read judges expiry by.
     pub(crate) fn local_now(&self) -> u64 {
-        self.clock.now_ms().max(self.sm.clock_ms())
+        self.now_ms()
     }
 
     /// Runs a membership change on the leader, forwarding it there from a follower.
@@ -1267,6 +1332,29 @@ async fn proposer(
             inner.propose_batch(batch).await;
             drop(permit);
         });
+    }
+}
+
+/// Notes the moment this node becomes leader (see [`Inner::ready_to_lead`]).
+async fn watch_leadership(inner: Weak<Inner>, mut stop: watch::Receiver<bool>) {
+    let Some(mut metrics) = inner.upgrade().map(|i| i.raft.metrics()) else {
+        return;
+    };
+    loop {
+        {
+            let Some(inner) = inner.upgrade() else { return };
+            let (leading, vote) = {
+                let m = metrics.borrow_and_update();
+                (m.state == ServerState::Leader, m.vote)
+            };
+            if leading {
+                inner.note_takeover(&vote);
+            }
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

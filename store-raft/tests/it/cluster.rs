@@ -528,3 +528,98 @@ async fn a_member_added_at_a_dead_address_fails_in_time_and_its_new_address_is_t
         .unwrap();
     replicated(&cluster, n4, "after-move", b"yes").await;
 }
+
+/// A clock stepped back holds still: a key that reads saw expired stays expired, on the leader,
+/// on a follower, and in local reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_stepped_back_does_not_bring_an_expired_key_back() {
+    let clock = clock();
+    let cluster = Cluster::start(3, clock.shared(), fast).await;
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    cluster
+        .store(leader, "t")
+        .set(
+            "lease",
+            Bytes::from_static(b"held"),
+            Some(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    replicated(&cluster, follower, "lease", b"held").await;
+    clock.advance(Duration::from_millis(200));
+    for i in [leader, follower] {
+        assert_eq!(
+            cluster.store(i, "t").get("lease").await.unwrap(),
+            None,
+            "node {i}"
+        );
+    }
+    // NTP steps the clock a second back.
+    clock.set_millis(1_700_000_000_000 + 200 - 1_000);
+    for i in [leader, follower] {
+        assert_eq!(
+            cluster.store(i, "t").get("lease").await.unwrap(),
+            None,
+            "node {i} after the step back"
+        );
+        assert_eq!(
+            local(&cluster, i, "t").get("lease").await.unwrap(),
+            None,
+            "local {i}"
+        );
+    }
+}
+
+/// Clocks 300 ms apart, within `max_clock_skew` (500 ms): the leader's read saw a key expired;
+/// the new leader, whose clock is behind, must not judge it live. It serves nothing until its
+/// clock has run `max_clock_skew` past its takeover, then judges it expired too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_with_a_slower_clock_waits_before_judging_expiry() {
+    fn skewed(config: &mut RaftConfig) {
+        fast(config);
+        config.max_clock_skew = Duration::from_millis(500);
+        config.request_timeout = Duration::from_secs(2);
+    }
+    let base = 1_700_000_000_000;
+    let clocks: Vec<ManualClock> = (0..3).map(|_| ManualClock::at_millis(base)).collect();
+    let advance = |by: u64| {
+        for c in &clocks {
+            c.advance(Duration::from_millis(by));
+        }
+    };
+    let mut cluster =
+        Cluster::start_with_clocks(clocks.iter().map(ManualClock::shared).collect(), skewed).await;
+    let leader = cluster.leader().await;
+    // The others run 300 ms behind the leader.
+    for (i, c) in clocks.iter().enumerate() {
+        if i != leader {
+            c.set_millis(base - 300);
+        }
+    }
+    // The first leader too waits out the skew before it serves.
+    advance(600);
+    let store = cluster.store(leader, "t");
+    eventually("the first write", || {
+        store.set(
+            "lease",
+            Bytes::from_static(b"held"),
+            Some(Duration::from_secs(1)),
+        )
+    })
+    .await;
+    advance(1_100);
+    assert_eq!(cluster.store(leader, "t").get("lease").await.unwrap(), None);
+
+    cluster.stop(leader).await;
+    let next = cluster.leader().await;
+    let early = cluster.store(next, "t").get("lease").await;
+    assert!(
+        !matches!(early, Ok(Some(_))),
+        "the new leader judged by its slower clock: {early:?}"
+    );
+    advance(600);
+    let store = cluster.store(next, "t");
+    let read = eventually("a read on the new leader", || store.get("lease")).await;
+    assert_eq!(read, None);
+}

@@ -17,7 +17,8 @@ pub(crate) struct Cluster {
     pub(crate) addrs: Vec<SocketAddr>,
     names: Vec<String>,
     dir: TempDir,
-    clock: SharedClock,
+    /// Each node's clock (all the same clock unless started with clocks of their own).
+    clocks: Vec<SharedClock>,
     tune: fn(&mut RaftConfig),
     joining: Vec<usize>,
 }
@@ -29,11 +30,23 @@ pub(crate) fn fast(config: &mut RaftConfig) {
     config.heartbeat_interval = Duration::from_millis(50);
     config.election_timeout = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(10);
+    // The tests share one manual clock, which stands still unless a test moves it: a new
+    // leader would wait for it for ever.
+    config.max_clock_skew = Duration::ZERO;
 }
 
 impl Cluster {
     /// Starts `n` founding nodes named `n1`… on fresh loopback ports.
     pub(crate) async fn start(n: usize, clock: SharedClock, tune: fn(&mut RaftConfig)) -> Self {
+        Self::start_with_clocks(vec![clock; n], tune).await
+    }
+
+    /// Starts one founding node per clock, each on its own clock.
+    pub(crate) async fn start_with_clocks(
+        clocks: Vec<SharedClock>,
+        tune: fn(&mut RaftConfig),
+    ) -> Self {
+        let n = clocks.len();
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
             .collect();
@@ -47,7 +60,7 @@ impl Cluster {
             addrs,
             names,
             dir: TempDir::new("store-raft"),
-            clock,
+            clocks,
             tune,
             joining: Vec::new(),
         };
@@ -86,7 +99,7 @@ impl Cluster {
             },
         );
         config.secret = b"test secret".to_vec();
-        config.clock = self.clock.clone();
+        config.clock = self.clocks[i.min(self.clocks.len() - 1)].clone();
         (self.tune)(&mut config);
         config
     }
