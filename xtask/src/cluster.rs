@@ -155,13 +155,15 @@ struct Options {
     seed: u64,
     out: Option<PathBuf>,
     negative_control: bool,
+    /// raft: the nodes' `snapshot_threshold` (None: their default, 10 000).
+    snapshot_threshold: Option<u64>,
 }
 
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
     [--rate OPS] [--keys 20] [--nemesis partition,kill,kill-leader,pause,membership|none|all]
     [--seed N]
-    [--out DIR] [--quick] [--negative-control]";
+    [--out DIR] [--quick] [--negative-control] [--snapshot-threshold N]";
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
@@ -177,6 +179,7 @@ fn parse(args: &[String]) -> Result<Options> {
             .map_or(1, |d| d.as_nanos() as u64),
         out: None,
         negative_control: false,
+        snapshot_threshold: None,
     };
     let mut nemesis = "all".to_owned();
     let mut quick = false;
@@ -225,6 +228,13 @@ fn parse(args: &[String]) -> Result<Options> {
             "--out" => o.out = Some(PathBuf::from(value("--out")?)),
             "--quick" => quick = true,
             "--negative-control" => o.negative_control = true,
+            "--snapshot-threshold" => {
+                let v = value("--snapshot-threshold")?;
+                o.snapshot_threshold =
+                    Some(v.parse().ok().filter(|n| *n > 0).with_context(|| {
+                        format!("--snapshot-threshold {v:?}: expected a positive number of entries")
+                    })?);
+            }
             other => bail!("unknown flag {other:?}\n{USAGE}"),
         }
     }
@@ -600,9 +610,12 @@ fn write_configs(options: &Options, nodes: &[Node]) -> Result<()> {
         );
         match options.backend {
             Backend::Raft => {
+                let snapshots = options
+                    .snapshot_threshold
+                    .map_or(String::new(), |n| format!("    snapshot_threshold: {n}\n"));
                 let _ = write!(
                     cluster,
-                    "  raft:\n    bind: {}:7800\n    heartbeat_interval: 100ms\n    election_timeout: 1s\n    request_timeout: {}s\n    initial_members:\n",
+                    "  raft:\n    bind: {}:7800\n    heartbeat_interval: 100ms\n    election_timeout: 1s\n    request_timeout: {}s\n{snapshots}    initial_members:\n",
                     node.ip,
                     REQUEST_TIMEOUT.as_secs()
                 );
@@ -1799,6 +1812,9 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
     if options.negative_control {
         command.push_str(" --negative-control");
     }
+    if let Some(n) = options.snapshot_threshold {
+        let _ = write!(command, " --snapshot-threshold {n}");
+    }
     let _ = writeln!(md, "- reproduce: `{command}`");
     let _ = writeln!(
         md,
@@ -1923,6 +1939,12 @@ mod tests {
         );
         assert_eq!(q.nemesis, [Fault::Partition, Fault::Kill]);
         assert!(parse(&args("--nemesis none")).unwrap().nemesis.is_empty());
+        assert_eq!(
+            parse(&args("--snapshot-threshold 200"))
+                .unwrap()
+                .snapshot_threshold,
+            Some(200)
+        );
         let n = parse(&args("--quick --negative-control")).unwrap();
         assert_eq!(n.nemesis, [Fault::Partition]);
         assert_eq!(
@@ -2016,6 +2038,7 @@ mod tests {
             ("--negative-control --backend crdt", "raft workload"),
             ("--frobnicate", "unknown flag"),
             ("--seed", "needs a value"),
+            ("--snapshot-threshold 0", "--snapshot-threshold \"0\""),
         ] {
             let e = format!("{:#}", parse(&args(given)).unwrap_err());
             assert!(e.contains(says), "{given}: {e}");

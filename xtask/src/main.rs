@@ -34,7 +34,7 @@ commands:
                  only store.kv.raft against etcd (three node processes, three etcd processes)
   test-cluster [--backend raft|crdt] [--nodes 5] [--time 60s] [--clients 10] [--rate OPS]
                [--keys 20] [--nemesis partition,kill,pause,membership|none|all] [--seed N]
-               [--out DIR] [--quick] [--negative-control]
+               [--out DIR] [--quick] [--negative-control] [--snapshot-threshold N]
                  a Jepsen-style run of real node processes in a private network namespace,
                  with faults; checks the history; exit 0 pass, 1 violation, 2 setup failure
   help           this text
