@@ -1,6 +1,6 @@
-//! The state machine, durable in sled (`sm` tree), and its snapshots.
+//! The state machine, durable in sled (the state tree, `sm` or `sm.1`), and its snapshots.
 //!
-//! Key layout of the `sm` tree (first byte):
+//! Key layout of the state tree (first byte):
 //! - `c`: the state machine's clock, the largest leader stamp applied so far;
 //! - `d<physical key>`: a record: version (8 bytes), deadline (8 bytes, 0 = none), value;
 //! - `e<deadline><physical key>`: the expiry index cleanup reads in deadline order;
@@ -27,11 +27,18 @@
 //! adds the saved values of keys deleted since. Because the save goes in first, whichever side
 //! of a write the walk sees, it ends with the value the key had at the freeze. Writes keep flowing during the build and cost
 //! one extra read per key while a snapshot is being built.
+//!
+//! **Installing a snapshot is atomic for readers.** The snapshot's pairs go into the other
+//! state tree (`sm` ↔ `sm.1`), which nobody reads; the `raft` tree's `state-tree` key then
+//! names it, and the handle every read goes through is swapped under a lock that waits for the
+//! reads in progress. A read sees the old state whole or the new one whole, never a tree half
+//! emptied or half filled. The old tree is dropped after the swap (and at open, if a crash left
+//! it behind).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -60,6 +67,10 @@ const APPLIED_AND_CLOCK: &[u8] = b"m/applied+clock";
 const CLEAN: &[u8] = b"m/clean";
 const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAPSHOT: &[u8] = b"snapshot";
+/// In the `raft` tree: the name of the state tree in use (absent: `sm`).
+const STATE_TREE: &[u8] = b"state-tree";
+/// The two names the state tree takes in turn, one per snapshot install.
+const STATE_TREES: [&[u8]; 2] = [b"sm", b"sm.1"];
 
 /// A stored value with its version and deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +137,9 @@ struct StoredSnapshot {
 /// path of every store view.
 pub(crate) struct Shared {
     db: sled::Db,
-    tree: sled::Tree,
+    /// The state tree. Every use holds the read lock for as long as it uses the handle; only a
+    /// snapshot install takes the write lock, to swap in the tree it filled.
+    tree: RwLock<sled::Tree>,
     meta: sled::Tree,
     /// The last applied log index, for followers waiting on a read index.
     applied: watch::Sender<u64>,
@@ -154,6 +167,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The state tree, for one read or write (see [`Shared::tree`]'s field). Never held across
+    /// another call that takes it.
+    fn tree(&self) -> RwLockReadGuard<'_, sled::Tree> {
+        self.tree.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub(crate) fn applied_index(&self) -> u64 {
         *self.applied.borrow()
     }
@@ -169,7 +188,7 @@ impl Shared {
 
     pub(crate) fn get(&self, physical: &str) -> sled::Result<Option<Record>> {
         Ok(self
-            .tree
+            .tree()
             .get(data_key(physical))?
             .and_then(|b| Record::decode(&b)))
     }
@@ -192,7 +211,8 @@ impl Shared {
         };
         let mut out = Vec::new();
         let dprefix = data_key(prefix);
-        for item in self.tree.range((lower, std::ops::Bound::Unbounded)) {
+        let tree = self.tree();
+        for item in tree.range((lower, std::ops::Bound::Unbounded)) {
             let (key, bytes) = item?;
             if !key.starts_with(&dprefix) {
                 break;
@@ -217,9 +237,8 @@ impl Shared {
     /// Up to `max` keys whose deadline has passed at `now_ms`, with that deadline.
     pub(crate) fn expired(&self, now_ms: u64, max: usize) -> sled::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
-        for item in self
-            .tree
-            .range(b"e".to_vec()..expiry_key(now_ms.saturating_add(1), ""))
+        let tree = self.tree();
+        for item in tree.range(b"e".to_vec()..expiry_key(now_ms.saturating_add(1), ""))
         {
             let (key, _) = item?;
             let Some(deadline) = key.get(1..9).and_then(|b| b.try_into().ok()) else {
@@ -236,8 +255,10 @@ impl Shared {
         Ok(out)
     }
 
-    /// Replaces the whole state machine by a snapshot's pairs, key by key, the applied log id
-    /// last (so an interrupted replacement is still behind its stored snapshot, and redone).
+    /// Replaces the whole state machine by a snapshot's pairs: fills the other state tree,
+    /// names it in the `raft` tree, then swaps it in for every reader at once (see the module
+    /// doc) and drops the old one. The caller stored the snapshot first: a crash before the swap
+    /// leaves the old tree unmarked, so `open` rebuilds from that snapshot.
     fn replace_state(
         &self,
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -247,7 +268,13 @@ impl Shared {
             let _writing = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
             self.unmark()?;
         }
-        self.tree.clear()?;
+        let old_name = self.tree().name();
+        let new_name = STATE_TREES
+            .into_iter()
+            .find(|n| *n != &*old_name)
+            .unwrap_or(STATE_TREES[0]);
+        let fresh = self.db.open_tree(new_name)?;
+        fresh.clear()?;
         let mut clock = 0;
         for (key, value) in pairs {
             if key == CLOCK {
@@ -258,13 +285,20 @@ impl Shared {
                     .unwrap_or(0);
             }
             if key != CLOCK {
-                self.tree.insert(key, value)?;
+                fresh.insert(key, value)?;
             }
         }
-        self.tree
-            .insert(MEMBERSHIP, encode(&meta.last_membership))?;
-        self.tree
-            .insert(APPLIED_AND_CLOCK, encode(&(meta.last_log_id, clock)))?;
+        fresh.insert(MEMBERSHIP, encode(&meta.last_membership))?;
+        fresh.insert(APPLIED_AND_CLOCK, encode(&(meta.last_log_id, clock)))?;
+        // Whole on disk before anything names it.
+        self.db.flush()?;
+        self.meta.insert(STATE_TREE, new_name)?;
+        let old = std::mem::replace(
+            &mut *self.tree.write().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        drop(old);
+        self.db.drop_tree(old_name)?;
         self.clock_ms.store(clock, Ordering::Release);
         self.applied
             .send_replace(meta.last_log_id.map(|l| l.index).unwrap_or(0));
@@ -274,7 +308,7 @@ impl Shared {
     /// The applied log id, the membership and the clock the tree holds.
     fn read_state(&self) -> StorageResult<(AppliedState, u64)> {
         let read = |key: &[u8]| -> StorageResult<Option<sled::IVec>> {
-            self.tree
+            self.tree()
                 .get(key)
                 .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)).into())
         };
@@ -305,7 +339,7 @@ impl Shared {
     /// any write.
     fn unmark(&self) -> sled::Result<()> {
         if self.marked_clean.swap(false, Ordering::AcqRel) {
-            self.tree.remove(CLEAN)?;
+            self.tree().remove(CLEAN)?;
         }
         Ok(())
     }
@@ -314,7 +348,7 @@ impl Shared {
     /// write of a stopping engine (any later write removes it again first); the caller flushes.
     pub(crate) fn mark_clean(&self) -> sled::Result<()> {
         let _writing = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
-        self.tree.insert(CLEAN, &[])?;
+        self.tree().insert(CLEAN, &[])?;
         self.marked_clean.store(true, Ordering::Release);
         Ok(())
     }
@@ -373,6 +407,7 @@ impl Shared {
     fn write_in_order(&self, writes: Writes) -> sled::Result<()> {
         let frozen = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
         self.unmark()?;
+        let tree = self.tree();
         if let Some(generation) = *frozen {
             let prefix = undo_prefix(generation);
             for (key, _) in &writes {
@@ -381,15 +416,15 @@ impl Shared {
                 }
                 let mut undo = prefix.clone();
                 undo.extend_from_slice(key);
-                if self.tree.contains_key(&undo)? {
+                if tree.contains_key(&undo)? {
                     continue;
                 }
                 // A saved value is `1 + old value`, or `0` for "absent at the freeze".
-                let saved = match self.tree.get(key)? {
+                let saved = match tree.get(key)? {
                     Some(old) => [&[1u8][..], &old].concat(),
                     None => vec![0u8],
                 };
-                self.tree.insert(undo, saved)?;
+                tree.insert(undo, saved)?;
             }
         }
         #[cfg(test)]
@@ -403,10 +438,11 @@ impl Shared {
         }
         for (key, value) in writes {
             match value {
-                Some(v) => self.tree.insert(key, v)?,
-                None => self.tree.remove(key)?,
+                Some(v) => tree.insert(key, v)?,
+                None => tree.remove(key)?,
             };
         }
+        drop(tree);
         drop(frozen);
         Ok(())
     }
@@ -495,20 +531,25 @@ pub(crate) struct StateMachine {
 
 impl StateMachine {
     pub(crate) fn open(db: &sled::Db) -> Result<(Self, Arc<Shared>), StorageError<NodeId>> {
-        let tree = db
-            .open_tree("sm")
-            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-        let meta = db
-            .open_tree("raft")
-            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
+        let read_err = |e: sled::Error| StorageIOError::read_state_machine(AnyError::new(&e));
         let write_err = |e: sled::Error| StorageIOError::write_state_machine(AnyError::new(&e));
+        let meta = db.open_tree("raft").map_err(read_err)?;
+        let name = meta
+            .get(STATE_TREE)
+            .map_err(read_err)?
+            .map_or_else(|| STATE_TREES[0].to_vec(), |n| n.to_vec());
+        // The other one is what a crash left of an install that never swapped in.
+        for other in STATE_TREES.into_iter().filter(|n| *n != name.as_slice()) {
+            db.drop_tree(other).map_err(write_err)?;
+        }
+        let tree = db.open_tree(&name).map_err(read_err)?;
         let clean = tree
             .contains_key(CLEAN)
             .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
         let (applied_tx, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             db: db.clone(),
-            tree,
+            tree: RwLock::new(tree),
             meta,
             applied: applied_tx,
             clock_ms: AtomicU64::new(0),
@@ -522,12 +563,12 @@ impl StateMachine {
         let ((mut applied, mut membership), mut clock) = shared.read_state()?;
         if clean {
             // Saves of a snapshot build the stop interrupted are garbage now.
-            for item in shared.tree.scan_prefix(b"u") {
-                let (key, _) =
-                    item.map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-                shared.tree.remove(key).map_err(write_err)?;
+            let tree = shared.tree();
+            for item in tree.scan_prefix(b"u") {
+                let (key, _) = item.map_err(read_err)?;
+                tree.remove(key).map_err(write_err)?;
             }
-        } else if !shared.tree.is_empty() {
+        } else if !shared.tree().is_empty() {
             // No clean stop: whatever prefix of the last writes sled recovered is not to be
             // trusted. Back to the last snapshot; Raft replays the log after it.
             let stored = Self::stored(&shared)?;
@@ -546,7 +587,7 @@ impl StateMachine {
                     clock = shared.clock_ms();
                 }
                 None => {
-                    shared.tree.clear().map_err(write_err)?;
+                    shared.tree().clear().map_err(write_err)?;
                     (applied, membership, clock) = (None, StoredMembership::default(), 0);
                 }
             }
@@ -698,7 +739,7 @@ pub(crate) struct Builder {
 
 impl Builder {
     fn collect(&self) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let tree = &self.shared.tree;
+        let tree = self.shared.tree();
         let prefix = undo_prefix(self.generation);
         let saved = |key: &[u8]| -> sled::Result<Option<sled::IVec>> {
             let mut undo = prefix.clone();
@@ -746,8 +787,9 @@ impl Builder {
                 *frozen = None;
             }
         }
-        for item in self.shared.tree.scan_prefix(undo_prefix(self.generation)) {
-            self.shared.tree.remove(item?.0)?;
+        let tree = self.shared.tree();
+        for item in tree.scan_prefix(undo_prefix(self.generation)) {
+            tree.remove(item?.0)?;
         }
         Ok(())
     }
@@ -839,7 +881,7 @@ mod tests {
     /// What a replica's answers depend on: records, expiry index, applied index, clock.
     fn state(shared: &Shared) -> State {
         let rows = shared
-            .tree
+            .tree()
             .range(b"d".to_vec()..b"m".to_vec())
             .map(|kv| {
                 let (k, v) = kv.unwrap();
@@ -894,8 +936,8 @@ mod tests {
             run(&mut sm, &shared, &entries[..first], first, snapshot_at).await;
             for (key, value) in &writes[..p] {
                 match value {
-                    Some(v) => shared.tree.insert(key, v.clone()).unwrap(),
-                    None => shared.tree.remove(key).unwrap(),
+                    Some(v) => shared.tree().insert(key, v.clone()).unwrap(),
+                    None => shared.tree().remove(key).unwrap(),
                 };
             }
             if trust {
@@ -958,6 +1000,80 @@ mod tests {
             diverging_prefixes(&entries, 1, Some(1), false).await,
             Vec::<usize>::new()
         );
+    }
+
+    /// `n` keys `{prefix}00000`… written in entries of 256, from log index `first`.
+    fn many(prefix: &str, n: usize, first: u64) -> Vec<Entry<TypeConfig>> {
+        let writes: Vec<Command> = (0..n)
+            .map(|i| write(&format!("{prefix}{i:05}"), None, Cond::Always))
+            .collect();
+        writes
+            .chunks(256)
+            .enumerate()
+            .map(|(i, chunk)| entry(first + i as u64, 1_000, chunk.to_vec()))
+            .collect()
+    }
+
+    /// A reader scanning the whole state while a snapshot is installed sees the old state whole
+    /// or the new one whole, never a tree half emptied or half filled; after a reopen, the
+    /// installed state is the one in use.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_sees_the_state_before_or_after_an_install_never_between() {
+        const N: usize = 20_000;
+        let source_dir = TempDir::new("raft-sm-source");
+        let (_source_db, mut source, _) = open(source_dir.path());
+        source.apply(many("b", N, 1)).await.unwrap();
+        let snapshot = source
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let dir = TempDir::new("raft-sm-install");
+        let (db, mut sm, shared) = open(dir.path());
+        sm.apply(many("a", N, 1)).await.unwrap();
+
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (scanning, scanned) = std::sync::mpsc::channel();
+        let reader = {
+            let (shared, done) = (Arc::clone(&shared), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let (mut old, mut new, mut torn) = (0, 0, Vec::new());
+                loop {
+                    let _ = scanning.send(());
+                    let finished = done.load(Ordering::SeqCst);
+                    let rows = shared.scan("", "", false, 2 * N, 2_000).unwrap();
+                    let a = rows.iter().filter(|(k, _)| k.starts_with('a')).count();
+                    let b = rows.iter().filter(|(k, _)| k.starts_with('b')).count();
+                    match (a, b) {
+                        (N, 0) => old += 1,
+                        (0, N) => new += 1,
+                        other => torn.push(other),
+                    }
+                    if finished {
+                        return (old, new, torn);
+                    }
+                }
+            })
+        };
+        // The reader is scanning before the install begins.
+        scanned.recv().unwrap();
+        scanned.recv().unwrap();
+        sm.install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        done.store(true, Ordering::SeqCst);
+        let (old, new, torn) = reader.join().unwrap();
+        assert!(torn.is_empty(), "torn reads (a keys, b keys): {torn:?}");
+        assert!(old > 0 && new > 0, "old {old}, new {new}");
+
+        shared.mark_clean().unwrap();
+        drop((sm, shared));
+        let (_sm, shared) = StateMachine::open(&db).unwrap();
+        let rows = shared.scan("", "", false, 2 * N, 2_000).unwrap();
+        assert_eq!(rows.len(), N);
+        assert!(rows.iter().all(|(k, _)| k.starts_with('b')));
+        assert_eq!(db.tree_names().len(), 3, "default, raft and one state tree");
     }
 
     fn command() -> impl Strategy<Value = Command> {
