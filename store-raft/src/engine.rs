@@ -225,6 +225,8 @@ pub struct ClusterStatus {
     pub leader: Option<String>,
     /// The current term.
     pub term: u64,
+    /// The last index in this node's log (on the leader: proposed, perhaps not committed yet).
+    pub last_log_index: u64,
     /// The last log index known committed.
     pub commit_index: u64,
     /// The last log index applied to this node's state machine.
@@ -594,7 +596,7 @@ impl RaftEngine {
     /// The group as this node sees it; `reachable` comes from a ping to every member.
     pub async fn status(&self) -> Result<ClusterStatus> {
         let inner = &self.inner;
-        let (term, leader, members, snapshot_index, purged_index) = {
+        let (term, leader, members, last_log_index, snapshot_index, purged_index) = {
             let metrics = inner.raft.metrics();
             let m = metrics.borrow();
             let leader = m.current_leader.and_then(|id| {
@@ -607,6 +609,7 @@ impl RaftEngine {
                 m.current_term,
                 leader,
                 inner.members_of(&m.membership_config),
+                m.last_log_index.unwrap_or(0),
                 m.snapshot.map(|l| l.index).unwrap_or(0),
                 m.purged.map(|l| l.index).unwrap_or(0),
             )
@@ -633,6 +636,7 @@ impl RaftEngine {
             name: inner.name.clone(),
             leader,
             term,
+            last_log_index,
             commit_index,
             applied_index: inner.sm.applied_index(),
             snapshot_index,

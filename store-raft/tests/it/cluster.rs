@@ -623,3 +623,147 @@ async fn a_new_leader_with_a_slower_clock_waits_before_judging_expiry() {
     let read = eventually("a read on the new leader", || store.get("lease")).await;
     assert_eq!(read, None);
 }
+
+/// Writes wait their turn for a long time here: the leader's followers are down on purpose.
+fn patient_writes(config: &mut RaftConfig) {
+    fast(config);
+    config.request_timeout = Duration::from_secs(60);
+}
+
+/// Stops every follower, then fills the leader's in-flight entries (4) with one write each,
+/// each seen in the leader's log before the next is sent: from here on, a write waits in the
+/// leader's queue until a quorum is back. Answers the writes in flight.
+async fn hold_the_leaders_entries(
+    cluster: &mut Cluster,
+    leader: usize,
+) -> Vec<tokio::task::JoinHandle<store_core::Result<u64>>> {
+    for i in (0..3).filter(|&i| i != leader) {
+        cluster.stop(i).await;
+    }
+    let status = || async { cluster.engine(leader).status().await.expect("status") };
+    let base = status().await.last_log_index;
+    let store = cluster.store(leader, "t");
+    let mut held = Vec::new();
+    for n in 1..=4u64 {
+        let store = store.clone();
+        held.push(tokio::spawn(async move {
+            store
+                .put(&format!("held{n}"), "v".into(), PutOptions::new())
+                .await
+                .map(|e| e.version)
+        }));
+        let deadline = Instant::now() + PATIENCE;
+        while status().await.last_log_index < base + n {
+            assert!(
+                Instant::now() < deadline,
+                "held write {n} never reached the log"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    held
+}
+
+/// Starts the stopped followers again and waits for the held writes to be acknowledged.
+async fn release(
+    cluster: &mut Cluster,
+    leader: usize,
+    held: Vec<tokio::task::JoinHandle<store_core::Result<u64>>>,
+) {
+    for i in (0..3).filter(|&i| i != leader) {
+        cluster.restart(i).await;
+    }
+    for (n, write) in held.into_iter().enumerate() {
+        let answer = write.await.expect("the writer ran");
+        assert!(answer.is_ok(), "held write {}: {answer:?}", n + 1);
+    }
+}
+
+/// A writer that stops waiting (its request timed out, its client went away) before its write
+/// left the leader's queue never gets it applied later: it is dropped from the queue, and only a
+/// write already in the log may still take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_gave_up_in_the_queue_is_never_applied() {
+    let mut cluster = Cluster::start(3, clock().shared(), patient_writes).await;
+    let leader = cluster.leader().await;
+    let held = hold_the_leaders_entries(&mut cluster, leader).await;
+    let store = cluster.store(leader, "t");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.set("gave-up", "v".into(), None),
+    )
+    .await;
+    assert!(gave_up.is_err(), "queued, so it cannot have been answered");
+    release(&mut cluster, leader, held).await;
+    let after = eventually("a write after the release", || {
+        store.put("after", "v".into(), PutOptions::new())
+    })
+    .await;
+    assert!(after.version > 0);
+    for i in 0..3 {
+        replicated(&cluster, i, "after", b"v").await;
+        assert_eq!(
+            local(&cluster, i, "t").get("gave-up").await.unwrap(),
+            None,
+            "node {i} applied a write its caller had given up on"
+        );
+    }
+}
+
+/// The leader's write queue is bounded: a write beyond it is refused at once, `Unavailable`,
+/// saying the queue is full and that the write was not applied; it is not applied later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_the_full_queue_is_refused_at_once_and_never_applied() {
+    // The queue's size (the proposer holds one more while it waits for an in-flight slot).
+    const QUEUE: usize = 16 * 1024;
+    const OVER: usize = 50;
+    let mut cluster = Cluster::start(3, clock().shared(), patient_writes).await;
+    let leader = cluster.leader().await;
+    let held = hold_the_leaders_entries(&mut cluster, leader).await;
+    let store = cluster.store(leader, "t");
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writes: Vec<_> = (0..=QUEUE + OVER)
+        .map(|w| {
+            let (store, refused) = (store.clone(), Arc::clone(&refused));
+            tokio::spawn(async move {
+                let answer = store.set(&format!("q{w:05}"), "v".into(), None).await;
+                if let Err(e) = &answer
+                    && e.kind() == ErrorKind::Unavailable
+                {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+                (w, answer)
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while refused.load(Ordering::SeqCst) < OVER {
+        assert!(Instant::now() < deadline, "the writes past the queue were not refused");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    release(&mut cluster, leader, held).await;
+    let mut refused_keys = Vec::new();
+    for write in writes {
+        let (w, answer) = write.await.expect("the writer ran");
+        match answer {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "write {w}: {e}");
+                assert!(!e.is_indeterminate(), "write {w}: {e}");
+                assert!(e.message().contains("queue is full"), "write {w}: {e}");
+                refused_keys.push(format!("q{w:05}"));
+            }
+        }
+    }
+    assert_eq!(refused_keys.len(), OVER, "exactly the writes past the queue");
+    let after = eventually("a write after the release", || {
+        store.put("after", "v".into(), PutOptions::new())
+    })
+    .await;
+    assert!(after.version > 0);
+    replicated(&cluster, leader, "after", b"v").await;
+    let local = local(&cluster, leader, "t");
+    for key in &refused_keys {
+        assert_eq!(local.get(key).await.unwrap(), None, "{key} was refused");
+    }
+}
