@@ -591,11 +591,13 @@ impl Node {
 
 fn write_configs(options: &Options, nodes: &[Node]) -> Result<()> {
     let registry = match (options.backend, options.negative_control) {
+        // `local` is the same data read from the node's own state machine: the final phase
+        // compares the nodes through it.
         (Backend::Raft, false) => {
-            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.raft\n    namespace: kv\n"
+            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.raft\n    namespace: kv\n  - name: local\n    kind: store.kv.raft\n    namespace: kv\n    consistency: serializable\n"
         }
         (Backend::Raft, true) => {
-            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.raft\n    namespace: kv\n    consistency: serializable\n"
+            "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.raft\n    namespace: kv\n    consistency: serializable\n  - name: local\n    kind: store.kv.raft\n    namespace: kv\n    consistency: serializable\n"
         }
         (Backend::Crdt, _) => {
             "namespace: t\nentries:\n  - name: kv\n    kind: store.kv.crdt\n    namespace: kv\n    durable: true\n"
@@ -680,6 +682,8 @@ struct Window {
     what: String,
     start: u64,
     end: u64,
+    /// The nodes the fault acted on.
+    nodes: Vec<usize>,
 }
 
 struct Http {
@@ -1119,13 +1123,18 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
             let length = rng.between(Duration::from_secs(3), Duration::from_secs(8));
             let start = shared.now();
             *shared.fault() = fault.name().to_owned();
-            let (what, undo, over) =
-                inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
+            let Injected {
+                what,
+                undo,
+                over,
+                hit,
+            } = inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
             *shared.fault() = what.clone();
             let window = Window {
                 what,
                 start,
                 end: 0,
+                nodes: hit,
             };
             active = Some((now + length, window, undo));
             if over {
@@ -1191,9 +1200,17 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     for a in &addrs {
         wait_healthy(a, Duration::from_secs(60));
     }
-    let (finals, converged) = match options.backend {
-        Backend::Crdt => settle(options, &addrs, healed, Duration::from_secs(60)),
-        Backend::Raft => (Vec::new(), None),
+    let mut records = records;
+    let (finals, converged, replicas) = match options.backend {
+        Backend::Crdt => {
+            let (finals, converged) = settle(options, &addrs, healed, Duration::from_secs(60));
+            (finals, converged, None)
+        }
+        Backend::Raft => {
+            let settled = settle_raft(options, &addrs, &shared, healed, Duration::from_secs(60));
+            records.extend(settled.reads);
+            (Vec::new(), settled.converged, Some(settled.verdict))
+        }
     };
     for node in &mut nodes {
         node.kill();
@@ -1201,7 +1218,10 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     write_history(&out, &records, &windows)?;
     let length = shared.now();
     let checking = Instant::now();
-    let verdicts = check(options, &records, &finals);
+    let mut verdicts = check(options, &records, &finals);
+    if let Some(v) = replicas {
+        verdicts.push(("every node holds the final state".into(), v));
+    }
     let run = Run {
         checked_in: checking.elapsed(),
         records,
@@ -1252,8 +1272,19 @@ fn plots(out: &Path, run: &Run) -> Result<()> {
     plot::throughput(&out.join("throughput.png"), &points, &spans, end)
 }
 
-/// Starts `fault` on the cluster: what it is, for the report, what ends it, and whether it is
-/// over already (a fast restart).
+/// A fault just started.
+struct Injected {
+    /// What it is, for the report.
+    what: String,
+    /// What ends it.
+    undo: Undo,
+    /// Over already (a fast restart).
+    over: bool,
+    /// The nodes it acts on (killed, stopped, cut off, removed), for the per-node schedule.
+    hit: Vec<usize>,
+}
+
+/// Starts `fault` on the cluster.
 fn inject(
     fault: Fault,
     nodes: &mut [Node],
@@ -1261,12 +1292,13 @@ fn inject(
     firewall: Option<&Firewall>,
     bin: &Path,
     logs: &Path,
-) -> Result<(String, Undo, bool)> {
-    let (what, undo): (String, Undo) = match fault {
+) -> Result<Injected> {
+    let (what, undo, hit): (String, Undo, Vec<usize>) = match fault {
         Fault::Partition => {
             let fw = firewall.context("the firewall exists for partitions")?;
             let undo: Undo = Box::new(|_: &mut [Node]| None);
-            (partition(nodes, rng, fw)?, undo)
+            let (what, hit) = partition(nodes, rng, fw)?;
+            (what, undo, hit)
         }
         Fault::KillLeader => kill_leader(nodes, rng, bin, logs),
         Fault::Kill => {
@@ -1287,14 +1319,23 @@ fn inject(
                         Some(e) => format!("kill {who} ({e})"),
                     };
                     // Over already: the window closes at once.
-                    return Ok((what, Box::new(|_: &mut [Node]| None), true));
+                    return Ok(Injected {
+                        what,
+                        undo: Box::new(|_: &mut [Node]| None),
+                        over: true,
+                        hit,
+                    });
                 }
                 Restart::Slow => {
                     let bin = bin.to_owned();
                     let logs = logs.to_owned();
+                    let restarted = hit.clone();
                     (
                         format!("kill {who}"),
-                        Box::new(move |nodes: &mut [Node]| restart(nodes, &hit, &bin, &logs)),
+                        Box::new(move |nodes: &mut [Node]| {
+                            restart(nodes, &restarted, &bin, &logs)
+                        }),
+                        hit,
                     )
                 }
             }
@@ -1304,19 +1345,26 @@ fn inject(
             for &i in &hit {
                 nodes[i].signal("-STOP");
             }
+            let resumed = hit.clone();
             (
                 format!("pause {who}"),
                 Box::new(move |nodes: &mut [Node]| {
-                    for &i in &hit {
+                    for &i in &resumed {
                         nodes[i].signal("-CONT");
                     }
                     None
                 }),
+                hit,
             )
         }
         Fault::Membership => membership(nodes, rng),
     };
-    Ok((what, undo, false))
+    Ok(Injected {
+        what,
+        undo,
+        over: false,
+        hit,
+    })
 }
 
 /// The leader killed and restarted 0–1.5 s later, at the worst moment for it: the followers
@@ -1326,7 +1374,12 @@ fn inject(
 /// from before its newest acknowledged writes while it brings the laggers up to date. The whole
 /// schedule stays shorter than a follower's election timeout, so the restarted node comes back
 /// as the leader it was, not after an election.
-fn kill_leader(nodes: &mut [Node], rng: &mut Rng, bin: &Path, logs: &Path) -> (String, Undo) {
+fn kill_leader(
+    nodes: &mut [Node],
+    rng: &mut Rng,
+    bin: &Path,
+    logs: &Path,
+) -> (String, Undo, Vec<usize>) {
     let n = nodes.len();
     let Some(l) = leader(nodes) else {
         let i = rng.below(n);
@@ -1337,7 +1390,7 @@ fn kill_leader(nodes: &mut [Node], rng: &mut Rng, bin: &Path, logs: &Path) -> (S
             "kill-leader: no leader known; killed {}{note}",
             nodes[i].name
         );
-        return (what, Box::new(|_: &mut [Node]| None));
+        return (what, Box::new(|_: &mut [Node]| None), vec![i]);
     };
     let followers: Vec<usize> = rng.permutation(n).into_iter().filter(|i| *i != l).collect();
     // With the leader, the laggers are a quorum (n/2 + 1 nodes).
@@ -1364,6 +1417,10 @@ fn kill_leader(nodes: &mut [Node], rng: &mut Rng, bin: &Path, logs: &Path) -> (S
     for &i in &lagging {
         nodes[i].signal("-CONT");
     }
+    let mut hit = vec![l];
+    hit.extend(&lagging);
+    hit.extend(&stalled);
+    hit.sort_unstable();
     let what = format!(
         "kill-leader {}, restarted after {:.1} s{note}; lagging {lagging_names}, stalled {}",
         nodes[l].name,
@@ -1382,6 +1439,7 @@ fn kill_leader(nodes: &mut [Node], rng: &mut Rng, bin: &Path, logs: &Path) -> (S
             }
             None
         }),
+        hit,
     )
 }
 
@@ -1405,8 +1463,9 @@ fn fast_restart(rng: &mut Rng) -> Duration {
     rng.between(Duration::ZERO, Duration::from_millis(1500))
 }
 
-/// Cuts the cluster in one of the shapes of [`shape`], with drops both ways between the sides.
-fn partition(nodes: &[Node], rng: &mut Rng, fw: &Firewall) -> Result<String> {
+/// Cuts the cluster in one of the shapes of [`shape`], with drops both ways between the sides:
+/// what it is, and the nodes on either side.
+fn partition(nodes: &[Node], rng: &mut Rng, fw: &Firewall) -> Result<(String, Vec<usize>)> {
     let (what, a, b) = shape(nodes.len(), rng, || leader(nodes));
     for &x in &a {
         for &y in &b {
@@ -1420,7 +1479,10 @@ fn partition(nodes: &[Node], rng: &mut Rng, fw: &Firewall) -> Result<String> {
             .join(",")
     };
     let what = what.replace("{bridge}", &names(&[shape_bridge(nodes.len(), &a, &b)]));
-    Ok(format!("{what}: {} | {}", names(&a), names(&b)))
+    let what = format!("{what}: {} | {}", names(&a), names(&b));
+    let mut hit: Vec<usize> = a.iter().chain(&b).copied().collect();
+    hit.sort_unstable();
+    Ok((what, hit))
 }
 
 /// The node in neither side of a cut of `n` nodes (a bridge's), or the first if none.
@@ -1484,7 +1546,7 @@ fn leader(nodes: &[Node]) -> Option<usize> {
 
 /// Removes a Raft member through the cluster endpoint of another node (any node forwards it
 /// to the leader); the undo adds it back as a voter, retrying until a leader takes it.
-fn membership(nodes: &[Node], rng: &mut Rng) -> (String, Undo) {
+fn membership(nodes: &[Node], rng: &mut Rng) -> (String, Undo, Vec<usize>) {
     let i = rng.below(nodes.len());
     let others: Vec<String> = nodes
         .iter()
@@ -1535,7 +1597,11 @@ fn membership(nodes: &[Node], rng: &mut Rng) -> (String, Undo) {
         }
         Some(format!("NOT added back within 30 s: {last}"))
     });
-    (format!("membership {}: {removed}", nodes[i].name), undo)
+    (
+        format!("membership {}: {removed}", nodes[i].name),
+        undo,
+        vec![i],
+    )
 }
 
 /// Ends the fault in progress, if any (restart, resume, add back), records its window, shows
@@ -1571,7 +1637,7 @@ fn settle(
     patience: Duration,
 ) -> (Vec<eventual::FinalRead>, Option<Duration>) {
     loop {
-        let finals = final_reads(options, addrs);
+        let finals = final_reads(options, addrs, "t:kv");
         let mut first: BTreeMap<&str, &Option<(String, u64)>> = BTreeMap::new();
         let agree = finals
             .iter()
@@ -1586,7 +1652,114 @@ fn settle(
     }
 }
 
-fn final_reads(options: &Options, addrs: &[String]) -> Vec<eventual::FinalRead> {
+/// What the raft final phase found.
+struct Settled {
+    /// The linearizable reads it made, for the history.
+    reads: Vec<Record>,
+    /// How long after healing every node held the state the linearizable reads saw.
+    converged: Option<Duration>,
+    verdict: Verdict,
+}
+
+/// Raft, healed: reads every key linearizably (through each node in turn), then every key on
+/// every node from its own state machine (`t:local`, serializable), until every node holds
+/// what the linearizable reads saw, or `patience` after `healed` passed. The linearizable
+/// reads join the history (as process `options.clients`, after every client stopped), so the
+/// linearizability check holds the final state to every acknowledged write.
+fn settle_raft(
+    options: &Options,
+    addrs: &[String],
+    shared: &Shared,
+    healed: Instant,
+    patience: Duration,
+) -> Settled {
+    let http = Http::new(REQUEST_TIMEOUT + Duration::from_secs(2));
+    let mut reads = Vec::new();
+    let mut round = 0usize;
+    loop {
+        let node = round % addrs.len();
+        round += 1;
+        let mut linear: BTreeMap<String, Option<Option<(String, u64)>>> = BTreeMap::new();
+        for k in 0..options.keys {
+            let key = format!("k{k}");
+            let invoke = shared.now();
+            let answer = http.call(
+                "GET",
+                &format!("http://{}/v1/stores/t:kv/keys/{key}", addrs[node]),
+                None,
+            );
+            let complete = shared.now();
+            let (outcome, read) = match answer {
+                Answer::Reply(200, Some(version), _, body) => (
+                    "ok",
+                    Some((String::from_utf8_lossy(&body).into_owned(), version)),
+                ),
+                Answer::Reply(404, ..) => ("ok", None),
+                _ => ("fail", None),
+            };
+            linear.insert(key.clone(), (outcome == "ok").then(|| read.clone()));
+            reads.push(Record {
+                process: options.clients,
+                node,
+                key,
+                call: "read",
+                value: None,
+                expected: None,
+                invoke,
+                complete,
+                outcome,
+                read,
+                version: None,
+                deleted: None,
+                refusal: None,
+                expires_at: None,
+            });
+        }
+        let local = final_reads(options, addrs, "t:local");
+        let differ: Vec<String> = local
+            .iter()
+            .filter(|f| linear.get(&f.key).is_none_or(|l| l.as_ref() != Some(&f.value)))
+            .map(|f| {
+                let shown = |v: &Option<(String, u64)>| match v {
+                    Some((value, version)) => format!("{value:?} v{version}"),
+                    None => "absent".to_owned(),
+                };
+                format!(
+                    "n{} holds {} for {:?}, the linearizable read saw {}",
+                    f.node + 1,
+                    shown(&f.value),
+                    f.key,
+                    match linear.get(&f.key) {
+                        Some(Some(v)) => shown(v),
+                        _ => "no answer".to_owned(),
+                    }
+                )
+            })
+            .collect();
+        if differ.is_empty() {
+            return Settled {
+                reads,
+                converged: Some(healed.elapsed()),
+                verdict: Verdict::Pass,
+            };
+        }
+        if healed.elapsed() >= patience {
+            return Settled {
+                reads,
+                converged: None,
+                verdict: Verdict::Fail(format!(
+                    "{} s after healing: {}",
+                    patience.as_secs(),
+                    differ.join("; ")
+                )),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every key read on every node through `store`.
+fn final_reads(options: &Options, addrs: &[String], store: &str) -> Vec<eventual::FinalRead> {
     let http = Http::new(Duration::from_secs(5));
     let mut out = Vec::new();
     for (node, addr) in addrs.iter().enumerate() {
@@ -1597,7 +1770,7 @@ fn final_reads(options: &Options, addrs: &[String]) -> Vec<eventual::FinalRead> 
                 .map_or(0, |d| d.as_millis() as u64);
             let value = match http.call(
                 "GET",
-                &format!("http://{addr}/v1/stores/t:kv/keys/{key}"),
+                &format!("http://{addr}/v1/stores/{store}/keys/{key}"),
                 None,
             ) {
                 Answer::Reply(200, version, _, body) => Some((
@@ -1631,7 +1804,10 @@ fn write_history(out: &Path, records: &[Record], windows: &[Window]) -> Result<(
         writeln!(f, "{line}")?;
     }
     for w in windows {
-        let line = serde_json::json!({"fault": w.what, "start_ns": w.start, "end_ns": w.end});
+        let nodes: Vec<String> = w.nodes.iter().map(|i| format!("n{}", i + 1)).collect();
+        let line = serde_json::json!({
+            "fault": w.what, "start_ns": w.start, "end_ns": w.end, "nodes": nodes,
+        });
         writeln!(f, "{line}")?;
     }
     Ok(())
@@ -1764,6 +1940,31 @@ fn eventual_op(id: usize, r: &Record) -> eventual::Op {
     }
 }
 
+/// For each of `n` nodes, the windows of the faults that acted on it, in time order.
+fn per_node(n: usize, windows: &[Window]) -> Vec<String> {
+    (0..n)
+        .map(|node| {
+            let hits: Vec<String> = windows
+                .iter()
+                .filter(|w| w.nodes.contains(&node))
+                .map(|w| {
+                    format!(
+                        "{:.1}–{:.1} s {}",
+                        w.start as f64 / 1e9,
+                        w.end as f64 / 1e9,
+                        w.what.replace('|', "\\|")
+                    )
+                })
+                .collect();
+            if hits.is_empty() {
+                "none".to_owned()
+            } else {
+                hits.join("; ")
+            }
+        })
+        .collect()
+}
+
 fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
     let (records, windows, verdicts) = (&run.records, &run.windows, &run.verdicts);
     let count = |o: &str| records.iter().filter(|r| r.outcome == o).count();
@@ -1824,19 +2025,23 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
         count("fail"),
         count("unknown")
     );
-    if options.backend == Backend::Crdt {
-        let _ = writeln!(
-            md,
-            "- convergence: {}",
-            match run.converged {
-                Some(t) => format!(
-                    "every node answered the same for every key {:.1} s after the faults healed",
-                    t.as_secs_f64()
-                ),
-                None => "the nodes still disagreed 60 s after the faults healed".to_owned(),
-            }
-        );
-    }
+    let _ = writeln!(
+        md,
+        "- convergence: {}",
+        match (run.converged, options.backend) {
+            (Some(t), Backend::Crdt) => format!(
+                "every node answered the same for every key {:.1} s after the faults healed",
+                t.as_secs_f64()
+            ),
+            (Some(t), Backend::Raft) => format!(
+                "every node's own state machine held what a linearizable read of every key saw \
+                 {:.1} s after the faults healed (those reads are in the history, process {})",
+                t.as_secs_f64(),
+                options.clients
+            ),
+            (None, _) => "the nodes still disagreed 60 s after the faults healed".to_owned(),
+        }
+    );
     let _ = writeln!(
         md,
         "- checked in {:.2} s ({} operations)",
@@ -1856,6 +2061,11 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
             w.end as f64 / 1e9,
             w.what
         );
+    }
+    let _ = writeln!(md, "\n## Fault schedule per node\n");
+    let _ = writeln!(md, "| node | faults that acted on it |\n|---|---|");
+    for (n, line) in per_node(options.nodes, windows).iter().enumerate() {
+        let _ = writeln!(md, "| n{} | {line} |", n + 1);
     }
     let _ = writeln!(md, "\n## Verdicts\n\n| check | verdict |\n|---|---|");
     for (name, v) in verdicts {
@@ -2022,6 +2232,27 @@ mod tests {
             }
         }
         assert_eq!(targets.len(), 4, "{targets:?}");
+    }
+
+    #[test]
+    fn the_schedule_per_node_lists_each_window_under_the_nodes_it_hit() {
+        let window = |what: &str, start: u64, nodes: Vec<usize>| Window {
+            what: what.into(),
+            start: start * 1_000_000_000,
+            end: (start + 2) * 1_000_000_000,
+            nodes,
+        };
+        let windows = [
+            window("kill leader n2", 3, vec![1]),
+            window("partition, halves: n1 | n2,n3", 9, vec![0, 1, 2]),
+        ];
+        let lines = per_node(4, &windows);
+        assert_eq!(lines[0], "9.0–11.0 s partition, halves: n1 \\| n2,n3");
+        assert_eq!(
+            lines[1],
+            "3.0–5.0 s kill leader n2; 9.0–11.0 s partition, halves: n1 \\| n2,n3"
+        );
+        assert_eq!(lines[3], "none");
     }
 
     #[test]
