@@ -114,8 +114,10 @@ mod raft {
 
     async fn raft(h: Harness) -> store_client::RemoteStore {
         let port = store_testkit::free_port();
+        // The node's manual clock stands still unless a case moves it: a new leader waiting for
+        // its clock to run `max_clock_skew` past its takeover would wait for ever.
         let cluster = format!(
-            "cluster:\n  name: solo\n  raft:\n    bind: 127.0.0.1:{port}\n    initial_members: {{solo: 127.0.0.1:{port}}}\n    heartbeat_interval: 50ms\n    election_timeout: 300ms\n"
+            "cluster:\n  name: solo\n  raft:\n    bind: 127.0.0.1:{port}\n    initial_members: {{solo: 127.0.0.1:{port}}}\n    heartbeat_interval: 50ms\n    election_timeout: 300ms\n    max_clock_skew: 0s\n"
         );
         super::live::remote_with(
             h,
