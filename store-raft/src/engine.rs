@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::log::LogStore;
-use crate::net::{CallError, Peers, ReadIndex, Refusal, Reply, Rpc, Secret};
+use crate::net::{CallError, Identity, Peers, ReadIndex, Refusal, Reply, Rpc, Secret};
 use crate::network::Network;
 use crate::sm::{Shared, StateMachine};
 use crate::types::{Command, Member, NodeId, Request, Response, TypeConfig, node_id};
@@ -214,6 +214,10 @@ pub struct MemberStatus {
     pub role: Role,
     /// Whether this node got an answer from it just now (always true for itself).
     pub reachable: bool,
+    /// The incarnation the cluster recorded for it (16 hex digits; `None` until the leader
+    /// recorded one). A node whose data folder was wiped comes back with another and is
+    /// refused until it is removed and added back.
+    pub incarnation: Option<String>,
 }
 
 /// The group as this node sees it.
@@ -221,6 +225,11 @@ pub struct MemberStatus {
 pub struct ClusterStatus {
     /// This node's name.
     pub name: String,
+    /// This node's incarnation (16 hex digits): the random number its data folder was created
+    /// with.
+    pub incarnation: String,
+    /// The cluster id (16 hex digits), once the first leader recorded one.
+    pub cluster_id: Option<String>,
     /// The leader's name, if this node knows one.
     pub leader: Option<String>,
     /// The current term.
@@ -325,6 +334,8 @@ pub(crate) struct Inner {
     pub(crate) raft: openraft::Raft<TypeConfig>,
     pub(crate) sm: Arc<Shared>,
     peers: Arc<Peers>,
+    /// This node's incarnation, and how it judges peers.
+    identity: Arc<Identity>,
     pub(crate) clock: SharedClock,
     db: sled::Db,
     stop: watch::Sender<bool>,
@@ -456,9 +467,15 @@ impl RaftEngine {
                 "restarted as the leader it was: no read is served below the last index until it is applied"
             );
         }
+        let incarnation = incarnation(&db)?;
+        let identity = Arc::new(Identity::new(
+            config.name.clone(),
+            incarnation,
+            Arc::clone(&shared) as Arc<dyn crate::net::Records>,
+        ));
         let secret = Secret::new(&config.secret);
         let peers = Arc::new(Peers::new(
-            config.name.clone(),
+            Arc::clone(&identity),
             config.bind.ip(),
             secret.clone(),
         ));
@@ -499,6 +516,7 @@ impl RaftEngine {
             raft,
             sm: shared,
             peers,
+            identity: Arc::clone(&identity),
             clock: config.clock.clone(),
             db,
             stop,
@@ -517,6 +535,7 @@ impl RaftEngine {
         let server = tokio::spawn(crate::net::serve(
             listener,
             secret,
+            identity,
             move |rpc| {
                 let weak = Weak::clone(&weak);
                 async move {
@@ -534,12 +553,17 @@ impl RaftEngine {
             config.cleanup_interval,
             stopped.clone(),
         ));
+        let recording = tokio::spawn(record_identities(
+            Arc::downgrade(&inner),
+            config.election_timeout,
+            stopped.clone(),
+        ));
         let watching = tokio::spawn(watch_leadership(Arc::downgrade(&inner), stopped));
         inner
             .tasks
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .extend([server, proposing, cleanup, watching]);
+            .extend([server, proposing, cleanup, recording, watching]);
 
         if let Members::Founding(members) = &config.members {
             let nodes: BTreeMap<NodeId, Member> = members
@@ -634,6 +658,8 @@ impl RaftEngine {
         }
         Ok(ClusterStatus {
             name: inner.name.clone(),
+            incarnation: format!("{:016x}", inner.identity.incarnation()),
+            cluster_id: inner.sm.cluster_id().map(|id| format!("{id:016x}")),
             leader,
             term,
             last_log_index,
@@ -800,6 +826,7 @@ impl Inner {
                     Role::Learner
                 },
                 reachable: false,
+                incarnation: self.sm.incarnation(&node.name).map(|i| format!("{i:016x}")),
             })
             .collect();
         out.sort_by(|a, b| (a.role != Role::Voter, &a.name).cmp(&(b.role != Role::Voter, &b.name)));
@@ -1336,6 +1363,78 @@ async fn proposer(
             inner.propose_batch(batch).await;
             drop(permit);
         });
+    }
+}
+
+/// This node's incarnation: the random number its data folder was created with (made on the
+/// first start, kept in the `raft` tree). A folder wiped or replaced gets a new one, which the
+/// cluster's records tell from the old (see `net.rs`).
+fn incarnation(db: &sled::Db) -> Result<u64> {
+    let failed = |e: &dyn fmt::Display| {
+        Error::unavailable(format!("cannot read or write the node's incarnation: {e}"))
+    };
+    let meta = db.open_tree("raft").map_err(|e| failed(&e))?;
+    if let Some(b) = meta.get(b"incarnation").map_err(|e| failed(&e))?
+        && let Ok(bytes) = <[u8; 8]>::try_from(b.as_ref())
+    {
+        return Ok(u64::from_be_bytes(bytes));
+    }
+    let made = crate::net::random_u64().map_err(|e| failed(&e))?;
+    meta.insert(b"incarnation", &made.to_be_bytes())
+        .map_err(|e| failed(&e))?;
+    db.flush().map_err(|e| failed(&e))?;
+    Ok(made)
+}
+
+/// On the leader, every `every`: records the cluster id if the cluster has none, and the
+/// incarnation of each member that has none recorded (its own; a peer's as it claimed in its
+/// last handshake with this node). See [`Command::Identities`].
+async fn record_identities(inner: Weak<Inner>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if !matches!(inner.leader(), Leader::Me) {
+            continue;
+        }
+        let incarnations: Vec<(String, u64)> = inner
+            .current_members()
+            .into_iter()
+            .filter(|m| inner.sm.incarnation(&m.name).is_none())
+            .filter_map(|m| {
+                let seen = if m.name == inner.name {
+                    Some(inner.identity.incarnation())
+                } else {
+                    inner.identity.seen(&m.name)
+                };
+                seen.map(|i| (m.name, i))
+            })
+            .collect();
+        let cluster = match inner.sm.cluster_id() {
+            Some(_) if incarnations.is_empty() => continue,
+            Some(id) => id,
+            None => match crate::net::random_u64() {
+                Ok(id) => id,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make a cluster id");
+                    continue;
+                }
+            },
+        };
+        let names: Vec<&str> = incarnations.iter().map(|(n, _)| n.as_str()).collect();
+        let names = names.join(",");
+        match inner
+            .write(Command::Identities {
+                cluster,
+                incarnations,
+            })
+            .await
+        {
+            Ok(_) => tracing::debug!(members = %names, "raft identities recorded"),
+            Err(e) => tracing::debug!(error = %e, "raft identities not recorded yet"),
+        }
     }
 }
 

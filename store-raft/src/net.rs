@@ -6,10 +6,18 @@
 //! chunk, a write waiting for its quorum) never blocks a heartbeat.
 //!
 //! **Handshake** (both sides prove they hold the cluster secret; the secret never travels):
-//! the dialer sends `Hello {name, nonce_c}`; the listener answers
-//! `Challenge {nonce_s, HMAC(secret, "server" ‖ nonce_c ‖ nonce_s)}`; the dialer checks it and
-//! answers `HMAC(secret, "client" ‖ nonce_s ‖ nonce_c)`; the listener checks that and sends
-//! `Welcome`. A peer that fails either check is refused, logged, and its connection closed.
+//! the dialer sends `Hello {name, claim_c, nonce_c}`; the listener answers
+//! `Challenge {name, claim_s, nonce_s, HMAC(secret, "server" ‖ nonce_c ‖ nonce_s ‖ name ‖ claim_s)}`;
+//! the dialer checks it and answers `HMAC(secret, "client" ‖ nonce_s ‖ nonce_c ‖ name ‖ claim_c)`;
+//! the listener checks that and sends `Welcome`. A peer that fails either check is refused,
+//! logged, and its connection closed.
+//!
+//! **Who a peer is.** A claim is the node's incarnation (a random number its data folder was
+//! created with) and the cluster id it knows. Each side then judges the other against the
+//! replicated records ([`Records`]): a peer of another cluster, or a member whose incarnation is
+//! not the one the cluster recorded for its name (a voter whose data folder was wiped, which
+//! would otherwise vote a second time in a term it already voted in), is refused both ways
+//! until it is removed from the members and added back as a new one.
 //! Handshake frames are plain postcard, at most [`MAX_HANDSHAKE_FRAME`] bytes: a stranger's
 //! length prefix is checked before a byte is allocated for it.
 //!
@@ -152,9 +160,12 @@ enum Handshake {
     Hello {
         magic: [u8; 8],
         name: String,
+        claim: Claim,
         nonce: [u8; 32],
     },
     Challenge {
+        name: String,
+        claim: Claim,
         nonce: [u8; 32],
         proof: Vec<u8>,
     },
@@ -187,6 +198,129 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// What one side of a handshake says of itself, bound into its proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Claim {
+    /// The random number the node's data folder was created with.
+    incarnation: u64,
+    /// The cluster id it knows (none until its state machine has one).
+    cluster: Option<u64>,
+}
+
+/// What the replicated state records of the cluster: a peer's claim must agree with it.
+pub(crate) trait Records: Send + Sync + 'static {
+    /// The cluster id, once recorded.
+    fn cluster_id(&self) -> Option<u64>;
+    /// The incarnation recorded for member `name`.
+    fn incarnation(&self, name: &str) -> Option<u64>;
+}
+
+/// This node's name and incarnation, and the records it judges its peers by.
+pub(crate) struct Identity {
+    name: String,
+    incarnation: u64,
+    records: Arc<dyn Records>,
+    /// Incarnations peers claimed in handshakes that passed the secret, by name (the leader
+    /// records them).
+    seen: Mutex<HashMap<String, u64>>,
+    /// When a refusal of each peer was last logged as a warning (a refused peer retries often).
+    warned: Mutex<HashMap<String, tokio::time::Instant>>,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("name", &self.name)
+            .field("incarnation", &format_args!("{:016x}", self.incarnation))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub(crate) fn new(name: String, incarnation: u64, records: Arc<dyn Records>) -> Self {
+        Self {
+            name,
+            incarnation,
+            records,
+            seen: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The incarnation `name` claimed in its last handshake with this node.
+    pub(crate) fn seen(&self, name: &str) -> Option<u64> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .copied()
+    }
+
+    fn claim(&self) -> Claim {
+        Claim {
+            incarnation: self.incarnation,
+            cluster: self.records.cluster_id(),
+        }
+    }
+
+    /// Accepts `name` claiming `claim`, or says why not. The claim is noted either way (it
+    /// passed the secret): after `name` is removed and added back, its newest incarnation is
+    /// the one the leader records.
+    fn judge(&self, name: &str, claim: &Claim) -> Result<(), String> {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), claim.incarnation);
+        if let (Some(mine), Some(theirs)) = (self.records.cluster_id(), claim.cluster)
+            && mine != theirs
+        {
+            return Err(format!(
+                "{name} belongs to cluster {theirs:016x}, this node to cluster {mine:016x}"
+            ));
+        }
+        if let Some(recorded) = self.records.incarnation(name)
+            && recorded != claim.incarnation
+        {
+            return Err(format!(
+                "{name} comes with incarnation {:016x}, but the cluster recorded {recorded:016x} \
+                 for it: its data folder was wiped or replaced, and it may not vote again in a \
+                 term it voted in. Remove {name} from the members and add it back to rejoin as a \
+                 new member",
+                claim.incarnation
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logs the refusal of `name`: a warning at most every 10 s per peer, else at debug level.
+    fn refused(&self, name: &str, why: &str) {
+        let now = tokio::time::Instant::now();
+        let loud = {
+            let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+            let last = warned.get(name).copied();
+            let loud = last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
+            if loud {
+                warned.insert(name.to_owned(), now);
+            }
+            loud
+        };
+        if loud {
+            tracing::warn!(peer = %name, reason = %why, "raft peer refused");
+        } else {
+            tracing::debug!(peer = %name, reason = %why, "raft peer refused");
+        }
+    }
+}
+
+/// The bytes of a side's name and claim, as its proof covers them.
+fn claimed(name: &str, claim: &Claim) -> Vec<u8> {
+    postcard::to_allocvec(&(name, claim)).unwrap_or_default()
+}
+
 /// The cluster secret as an HMAC key.
 #[derive(Clone)]
 pub(crate) struct Secret(hmac::Key);
@@ -196,19 +330,21 @@ impl Secret {
         Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
     }
 
-    fn proof(&self, role: &[u8], a: &[u8; 32], b: &[u8; 32]) -> Vec<u8> {
+    fn proof(&self, role: &[u8], a: &[u8; 32], b: &[u8; 32], who: &[u8]) -> Vec<u8> {
         let mut ctx = hmac::Context::with_key(&self.0);
         ctx.update(role);
         ctx.update(a);
         ctx.update(b);
+        ctx.update(who);
         ctx.sign().as_ref().to_vec()
     }
 
-    fn verify(&self, role: &[u8], a: &[u8; 32], b: &[u8; 32], proof: &[u8]) -> bool {
-        let mut msg = Vec::with_capacity(role.len() + 64);
+    fn verify(&self, role: &[u8], a: &[u8; 32], b: &[u8; 32], who: &[u8], proof: &[u8]) -> bool {
+        let mut msg = Vec::with_capacity(role.len() + 64 + who.len());
         msg.extend_from_slice(role);
         msg.extend_from_slice(a);
         msg.extend_from_slice(b);
+        msg.extend_from_slice(who);
         hmac::verify(&self.0, &msg, proof).is_ok()
     }
 }
@@ -218,7 +354,7 @@ impl Secret {
     /// (client → server, server → client).
     fn session(&self, client: &[u8; 32], server: &[u8; 32]) -> (LessSafeKey, LessSafeKey) {
         let key = |role: &[u8]| {
-            let bytes = self.proof(role, client, server);
+            let bytes = self.proof(role, client, server, &[]);
             // 32 bytes of HMAC-SHA256 are exactly a ChaCha20-Poly1305 key.
             LessSafeKey::new(
                 UnboundKey::new(&aead::CHACHA20_POLY1305, &bytes[..32])
@@ -295,6 +431,15 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A random 64-bit number from the system's source (a node's incarnation, a cluster id).
+pub(crate) fn random_u64() -> std::io::Result<u64> {
+    let mut n = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut n)
+        .map_err(|_| std::io::Error::other("the system random source failed"))?;
+    Ok(u64::from_be_bytes(n))
+}
+
 fn nonce() -> std::io::Result<[u8; 32]> {
     let mut n = [0u8; 32];
     SystemRandom::new()
@@ -364,7 +509,7 @@ fn encode_body<T: Serialize>(msg: &T) -> std::io::Result<Vec<u8>> {
 
 /// Outgoing connections, one per peer address, made from this node's own bind address.
 pub(crate) struct Peers {
-    name: String,
+    identity: Arc<Identity>,
     bind_ip: IpAddr,
     secret: Secret,
     conns: Mutex<HashMap<String, Arc<Peer>>>,
@@ -373,7 +518,7 @@ pub(crate) struct Peers {
 impl fmt::Debug for Peers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Peers")
-            .field("name", &self.name)
+            .field("identity", &self.identity)
             .field("bind_ip", &self.bind_ip)
             .finish_non_exhaustive()
     }
@@ -418,9 +563,9 @@ impl Conn {
 }
 
 impl Peers {
-    pub(crate) fn new(name: String, bind_ip: IpAddr, secret: Secret) -> Self {
+    pub(crate) fn new(identity: Arc<Identity>, bind_ip: IpAddr, secret: Secret) -> Self {
         Self {
-            name,
+            identity,
             bind_ip,
             secret,
             conns: Mutex::new(HashMap::new()),
@@ -565,23 +710,39 @@ impl Peers {
         addr: &str,
     ) -> std::io::Result<(TcpStream, (LessSafeKey, LessSafeKey))> {
         let mine = nonce()?;
+        let identity = &self.identity;
+        let my_claim = identity.claim();
         write_frame(
             &mut stream,
             &Handshake::Hello {
                 magic: MAGIC,
-                name: self.name.clone(),
+                name: identity.name.clone(),
+                claim: my_claim,
                 nonce: mine,
             },
         )
         .await?;
         let mut buf = Vec::new();
         let theirs = match read_frame(&mut stream, &mut buf).await? {
-            Handshake::Challenge { nonce, proof } => {
-                if !self.secret.verify(b"server", &mine, &nonce, &proof) {
+            Handshake::Challenge {
+                name,
+                claim,
+                nonce,
+                proof,
+            } => {
+                let who = claimed(&name, &claim);
+                if !self.secret.verify(b"server", &mine, &nonce, &who, &proof) {
                     tracing::warn!(peer = %addr, "refusing raft peer: it does not hold the cluster secret");
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::PermissionDenied,
                         "the peer does not hold the cluster secret",
+                    ));
+                }
+                if let Err(why) = identity.judge(&name, &claim) {
+                    identity.refused(&name, &why);
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("refused {name} at {addr}: {why}"),
                     ));
                 }
                 nonce
@@ -597,7 +758,12 @@ impl Peers {
         write_frame(
             &mut stream,
             &Handshake::Proof {
-                proof: self.secret.proof(b"client", &theirs, &mine),
+                proof: self.secret.proof(
+                    b"client",
+                    &theirs,
+                    &mine,
+                    &claimed(&identity.name, &my_claim),
+                ),
             },
         )
         .await?;
@@ -636,6 +802,7 @@ async fn pump<W: AsyncWrite + Unpin>(
 pub(crate) async fn serve<H, Fut>(
     listener: TcpListener,
     secret: Secret,
+    identity: Arc<Identity>,
     handle: H,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -662,14 +829,14 @@ pub(crate) async fn serve<H, Fut>(
             continue;
         };
         let secret = secret.clone();
+        let identity = Arc::clone(&identity);
         let handle = handle.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admit(stream, &secret, from))
-                .await
-            {
+            let admitted = admit(stream, &secret, &identity, from);
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, admitted).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::warn!(peer = %from, error = %e, "raft peer connection refused");
@@ -722,19 +889,33 @@ impl Drop for ConnectionSlot {
 async fn admit(
     mut stream: TcpStream,
     secret: &Secret,
+    identity: &Identity,
     from: SocketAddr,
 ) -> std::io::Result<(TcpStream, (LessSafeKey, LessSafeKey))> {
     let mut buf = Vec::new();
-    let (name, theirs) = match read_frame(&mut stream, &mut buf).await? {
-        Handshake::Hello { magic, name, nonce } if magic == MAGIC => (name, nonce),
+    let (name, claim, theirs) = match read_frame(&mut stream, &mut buf).await? {
+        Handshake::Hello {
+            magic,
+            name,
+            claim,
+            nonce,
+        } if magic == MAGIC => (name, claim, nonce),
         _ => return Err(std::io::Error::other("not a store-raft peer")),
     };
     let mine = nonce()?;
+    let my_claim = identity.claim();
     write_frame(
         &mut stream,
         &Handshake::Challenge {
+            name: identity.name.clone(),
+            claim: my_claim,
             nonce: mine,
-            proof: secret.proof(b"server", &theirs, &mine),
+            proof: secret.proof(
+                b"server",
+                &theirs,
+                &mine,
+                &claimed(&identity.name, &my_claim),
+            ),
         },
     )
     .await?;
@@ -742,7 +923,7 @@ async fn admit(
         Handshake::Proof { proof } => proof,
         _ => return Err(std::io::Error::other("unexpected handshake message")),
     };
-    if !secret.verify(b"client", &mine, &theirs, &proof) {
+    if !secret.verify(b"client", &mine, &theirs, &claimed(&name, &claim), &proof) {
         let _ = write_frame(
             &mut stream,
             &Handshake::Refused {
@@ -753,6 +934,20 @@ async fn admit(
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!("peer {name:?} does not hold the cluster secret"),
+        ));
+    }
+    if let Err(why) = identity.judge(&name, &claim) {
+        identity.refused(&name, &why);
+        let _ = write_frame(
+            &mut stream,
+            &Handshake::Refused {
+                reason: why.clone(),
+            },
+        )
+        .await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            why,
         ));
     }
     write_frame(&mut stream, &Handshake::Welcome).await?;
@@ -811,12 +1006,17 @@ mod tests {
     use super::*;
 
     async fn server(secret: &[u8]) -> (SocketAddr, watch::Sender<bool>) {
+        server_as(secret, identity("server", 1, Known::default())).await
+    }
+
+    async fn server_as(secret: &[u8], who: Arc<Identity>) -> (SocketAddr, watch::Sender<bool>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve(
             listener,
             Secret::new(secret),
+            who,
             |rpc| async move {
                 match rpc {
                     Rpc::Ping => Reply::Pong,
@@ -828,9 +1028,29 @@ mod tests {
         (addr, stop)
     }
 
+    /// Records that know what a test says they know.
+    #[derive(Default, Clone)]
+    struct Known {
+        cluster: Option<u64>,
+        incarnations: HashMap<String, u64>,
+    }
+
+    impl Records for Known {
+        fn cluster_id(&self) -> Option<u64> {
+            self.cluster
+        }
+        fn incarnation(&self, name: &str) -> Option<u64> {
+            self.incarnations.get(name).copied()
+        }
+    }
+
+    fn identity(name: &str, incarnation: u64, known: Known) -> Arc<Identity> {
+        Arc::new(Identity::new(name.into(), incarnation, Arc::new(known)))
+    }
+
     fn peers(secret: &[u8]) -> Peers {
         Peers::new(
-            "tester".into(),
+            identity("tester", 7, Known::default()),
             "127.0.0.1".parse().unwrap(),
             Secret::new(secret),
         )
@@ -847,6 +1067,61 @@ mod tests {
             assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
         }
         assert_eq!(peers.conns.lock().unwrap().len(), 1);
+    }
+
+    /// A member whose incarnation is not the recorded one (its data folder was wiped) is refused
+    /// by the listener and by the dialer; so is a node of another cluster; a member the records
+    /// do not know yet, or knows as it is, is served, and its incarnation is noted.
+    #[tokio::test]
+    async fn a_peer_that_is_not_the_recorded_incarnation_or_cluster_is_refused_both_ways() {
+        let records = |cluster: Option<u64>, who: &[(&str, u64)]| Known {
+            cluster,
+            incarnations: who.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect(),
+        };
+        let ping = |peers: Peers, addr: SocketAddr| async move {
+            let reply = peers
+                .call(&addr.to_string(), Rpc::Ping, Duration::from_secs(5))
+                .await;
+            (peers, reply)
+        };
+        let dialer = |incarnation: u64, known: Known| {
+            Peers::new(
+                identity("tester", incarnation, known),
+                "127.0.0.1".parse().unwrap(),
+                Secret::new(b"right"),
+            )
+        };
+        // The listener records tester as 7: tester wiped (now 8) is refused, with the way out.
+        let server = identity("server", 1, records(Some(5), &[("tester", 7)]));
+        let (addr, _stop) = server_as(b"right", Arc::clone(&server)).await;
+        match ping(dialer(8, Known::default()), addr).await.1 {
+            Err(CallError::NotSent(why)) => {
+                assert!(
+                    why.contains("wiped") && why.contains("add it back"),
+                    "{why}"
+                );
+            }
+            other => panic!("a wiped member was served: {other:?}"),
+        }
+        let (_, reply) = ping(dialer(7, Known::default()), addr).await;
+        assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
+        assert_eq!(server.seen("tester"), Some(7));
+        // The dialer records server as 2: the listener (1) is refused by the dialer.
+        match ping(dialer(7, records(None, &[("server", 2)])), addr)
+            .await
+            .1
+        {
+            Err(CallError::NotSent(why)) => assert!(why.contains("wiped"), "{why}"),
+            other => panic!("a wiped listener was trusted: {other:?}"),
+        }
+        // Another cluster, either way round.
+        match ping(dialer(7, records(Some(6), &[])), addr).await.1 {
+            Err(CallError::NotSent(why)) => assert!(why.contains("cluster"), "{why}"),
+            other => panic!("a node of another cluster was trusted: {other:?}"),
+        }
+        let (peers, reply) = ping(dialer(7, records(Some(5), &[("server", 1)])), addr).await;
+        assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
+        assert_eq!(peers.identity.seen("server"), Some(1));
     }
 
     #[tokio::test]

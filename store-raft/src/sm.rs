@@ -4,6 +4,8 @@
 //! - `c`: the state machine's clock, the largest leader stamp applied so far;
 //! - `d<physical key>`: a record: version (8 bytes), deadline (8 bytes, 0 = none), value;
 //! - `e<deadline><physical key>`: the expiry index cleanup reads in deadline order;
+//! - `i<member name>`: the member's recorded incarnation (8 bytes), `k`: the cluster id (8
+//!   bytes), see `Command::Identities`;
 //! - `m…`: the last applied log id with the clock (one record), the membership, and the marker
 //!   of a clean stop;
 //! - `u<generation><key>`: copy-on-write saves for the snapshot being built.
@@ -71,6 +73,19 @@ const SNAPSHOT: &[u8] = b"snapshot";
 const STATE_TREE: &[u8] = b"state-tree";
 /// The two names the state tree takes in turn, one per snapshot install.
 const STATE_TREES: [&[u8]; 2] = [b"sm", b"sm.1"];
+/// The cluster id.
+const CLUSTER: &[u8] = b"k";
+
+fn incarnation_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(b'i');
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
 
 /// A stored value with its version and deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +201,24 @@ impl Shared {
         self.clock_ms.load(Ordering::Acquire)
     }
 
+    /// The cluster id, once the first leader recorded one.
+    pub(crate) fn cluster_id(&self) -> Option<u64> {
+        self.tree()
+            .get(CLUSTER)
+            .ok()
+            .flatten()
+            .and_then(|b| read_u64(&b))
+    }
+
+    /// The incarnation recorded for member `name`, if any.
+    pub(crate) fn incarnation(&self, name: &str) -> Option<u64> {
+        self.tree()
+            .get(incarnation_key(name))
+            .ok()
+            .flatten()
+            .and_then(|b| read_u64(&b))
+    }
+
     pub(crate) fn get(&self, physical: &str) -> sled::Result<Option<Record>> {
         Ok(self
             .tree()
@@ -238,8 +271,7 @@ impl Shared {
     pub(crate) fn expired(&self, now_ms: u64, max: usize) -> sled::Result<Vec<(String, u64)>> {
         let mut out = Vec::new();
         let tree = self.tree();
-        for item in tree.range(b"e".to_vec()..expiry_key(now_ms.saturating_add(1), ""))
-        {
+        for item in tree.range(b"e".to_vec()..expiry_key(now_ms.saturating_add(1), "")) {
             let (key, _) = item?;
             let Some(deadline) = key.get(1..9).and_then(|b| b.try_into().ok()) else {
                 continue;
@@ -367,7 +399,21 @@ impl Shared {
             EntryPayload::Blank => Responses::default(),
             EntryPayload::Membership(m) => {
                 *membership = StoredMembership::new(Some(log_id), m);
-                self.write_in_order(vec![(MEMBERSHIP.to_vec(), Some(encode(&*membership)))])?;
+                let names: std::collections::HashSet<&str> = membership
+                    .membership()
+                    .nodes()
+                    .map(|(_, n)| n.name.as_str())
+                    .collect();
+                // A member that left loses its recorded incarnation: added back, it is new.
+                let mut writes = Vec::new();
+                for item in self.tree().scan_prefix(b"i") {
+                    let (key, _) = item?;
+                    if !std::str::from_utf8(&key[1..]).is_ok_and(|n| names.contains(n)) {
+                        writes.push((key.to_vec(), None));
+                    }
+                }
+                writes.push((MEMBERSHIP.to_vec(), Some(encode(&*membership))));
+                self.write_in_order(writes)?;
                 Responses::default()
             }
             EntryPayload::Normal(Request { stamp_ms, commands }) => {
@@ -411,7 +457,7 @@ impl Shared {
         if let Some(generation) = *frozen {
             let prefix = undo_prefix(generation);
             for (key, _) in &writes {
-                if !matches!(key.first(), Some(b'c' | b'd' | b'e')) {
+                if !matches!(key.first(), Some(b'c' | b'd' | b'e' | b'i' | b'k')) {
                     continue;
                 }
                 let mut undo = prefix.clone();
@@ -509,6 +555,21 @@ impl Shared {
                         }
                         // A stale index entry (the key was rewritten): drop just the entry.
                         _ => writes.push((expiry_key(deadline, &key), None)),
+                    }
+                }
+                Response::Done
+            }
+            Command::Identities {
+                cluster,
+                incarnations,
+            } => {
+                if self.tree().get(CLUSTER)?.is_none() {
+                    writes.push((CLUSTER.to_vec(), Some(cluster.to_be_bytes().to_vec())));
+                }
+                for (name, incarnation) in incarnations {
+                    let key = incarnation_key(&name);
+                    if self.tree().get(&key)?.is_none() && !writes.iter().any(|(k, _)| *k == key) {
+                        writes.push((key, Some(incarnation.to_be_bytes().to_vec())));
                     }
                 }
                 Response::Done
@@ -724,6 +785,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+impl crate::net::Records for Shared {
+    fn cluster_id(&self) -> Option<u64> {
+        Shared::cluster_id(self)
+    }
+
+    fn incarnation(&self, name: &str) -> Option<u64> {
+        Shared::incarnation(self, name)
     }
 }
 

@@ -74,13 +74,19 @@ impl Command {
             Self::Write { key, value, .. } => 32 + key.len() + value.len(),
             Self::Delete { key } => 16 + key.len(),
             Self::Expire { keys } => 16 + keys.iter().map(|(k, _)| 16 + k.len()).sum::<usize>(),
+            Self::Identities { incarnations, .. } => {
+                16 + incarnations
+                    .iter()
+                    .map(|(n, _)| 16 + n.len())
+                    .sum::<usize>()
+            }
         }
     }
 
     pub(crate) fn key(&self) -> Option<&str> {
         match self {
             Self::Write { key, .. } | Self::Delete { key } => Some(key),
-            Self::Expire { .. } => None,
+            Self::Expire { .. } | Self::Identities { .. } => None,
         }
     }
 }
@@ -109,6 +115,16 @@ pub(crate) enum Command {
     Expire {
         /// Physical keys with the deadline the leader saw in its index.
         keys: Vec<(String, u64)>,
+    },
+    /// The leader recording who the cluster is: its id, and the incarnation of each member (the
+    /// random number a node's data folder was created with). Each is recorded only where none
+    /// is yet; a member's record goes when it leaves the membership. The transport refuses a
+    /// peer whose incarnation is not the recorded one (a voter whose data folder was wiped).
+    Identities {
+        /// A cluster id, kept only if the cluster has none yet.
+        cluster: u64,
+        /// Member name and incarnation, each kept only if the member has none yet.
+        incarnations: Vec<(String, u64)>,
     },
 }
 

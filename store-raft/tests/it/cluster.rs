@@ -738,7 +738,10 @@ async fn a_write_past_the_full_queue_is_refused_at_once_and_never_applied() {
         .collect();
     let deadline = Instant::now() + PATIENCE;
     while refused.load(Ordering::SeqCst) < OVER {
-        assert!(Instant::now() < deadline, "the writes past the queue were not refused");
+        assert!(
+            Instant::now() < deadline,
+            "the writes past the queue were not refused"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     release(&mut cluster, leader, held).await;
@@ -755,7 +758,11 @@ async fn a_write_past_the_full_queue_is_refused_at_once_and_never_applied() {
             }
         }
     }
-    assert_eq!(refused_keys.len(), OVER, "exactly the writes past the queue");
+    assert_eq!(
+        refused_keys.len(),
+        OVER,
+        "exactly the writes past the queue"
+    );
     let after = eventually("a write after the release", || {
         store.put("after", "v".into(), PutOptions::new())
     })
@@ -765,5 +772,92 @@ async fn a_write_past_the_full_queue_is_refused_at_once_and_never_applied() {
     let local = local(&cluster, leader, "t");
     for key in &refused_keys {
         assert_eq!(local.get(key).await.unwrap(), None, "{key} was refused");
+    }
+}
+
+/// A voter whose data folder is wiped comes back with a new incarnation: every member refuses
+/// it both ways (so it cannot vote a second time in a term it voted in, nor receive the log),
+/// until it is removed and added back; then it rejoins as a new member and catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_whose_data_was_wiped_is_refused_until_it_is_removed_and_added_back() {
+    let mut cluster = Cluster::start(3, clock().shared(), fast).await;
+    let leader = cluster.leader().await;
+    let store = cluster.store(leader, "t");
+    eventually("a write", || store.set("k", "v".into(), None)).await;
+    let wiped = (0..3).find(|&i| i != leader).expect("a follower");
+    let name = format!("n{}", wiped + 1);
+    let others: Vec<usize> = (0..3).filter(|&i| i != wiped).collect();
+
+    // The leader records the cluster id and every member's incarnation; every node applies it.
+    let deadline = Instant::now() + PATIENCE;
+    let before = loop {
+        let mut statuses = Vec::new();
+        for i in 0..3 {
+            statuses.push(cluster.engine(i).status().await.expect("status"));
+        }
+        let whole = statuses.iter().all(|s| {
+            s.cluster_id.is_some()
+                && s.cluster_id == statuses[0].cluster_id
+                && s.members.iter().all(|m| m.incarnation.is_some())
+        });
+        if whole {
+            let mine = &statuses[wiped];
+            let listed = mine.members.iter().find(|m| m.name == name).unwrap();
+            assert_eq!(listed.incarnation.as_ref(), Some(&mine.incarnation));
+            break mine.incarnation.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "identities never recorded: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    cluster.stop(wiped).await;
+    std::fs::remove_dir_all(&cluster.config(wiped).dir).expect("wipe the data folder");
+    cluster.restart(wiped).await;
+    let after = cluster.engine(wiped).status().await.unwrap().incarnation;
+    assert_ne!(after, before, "a wiped folder gets a new incarnation");
+    // Running, and refused by both members (a ping from each fails at the handshake).
+    for &i in &others {
+        let status = cluster.engine(i).status().await.unwrap();
+        let listed = status.members.iter().find(|m| m.name == name).unwrap();
+        assert!(
+            !listed.reachable,
+            "n{} still talks to the wiped {name}",
+            i + 1
+        );
+        assert_eq!(listed.incarnation.as_ref(), Some(&before));
+    }
+    assert_eq!(local(&cluster, wiped, "t").get("k").await.unwrap(), None);
+
+    // Removed and added back, it is a new member: recorded anew, served, caught up.
+    let via = others[0];
+    eventually("remove the wiped member", || {
+        let engine = cluster.engine(via).clone();
+        let name = name.clone();
+        async move { engine.remove_member(&name).await }
+    })
+    .await;
+    let addr = cluster.addrs[wiped].to_string();
+    eventually("add it back", || {
+        let engine = cluster.engine(via).clone();
+        let (name, addr) = (name.clone(), addr.clone());
+        async move { engine.add_member(&name, &addr, true).await }
+    })
+    .await;
+    replicated(&cluster, wiped, "k", b"v").await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = cluster.engine(via).status().await.unwrap();
+        let listed = status.members.iter().find(|m| m.name == name).unwrap();
+        if listed.incarnation.as_ref() == Some(&after) && listed.role == Role::Voter {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never recorded as the new member: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
