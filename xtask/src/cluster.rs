@@ -1332,9 +1332,7 @@ fn inject(
                     let restarted = hit.clone();
                     (
                         format!("kill {who}"),
-                        Box::new(move |nodes: &mut [Node]| {
-                            restart(nodes, &restarted, &bin, &logs)
-                        }),
+                        Box::new(move |nodes: &mut [Node]| restart(nodes, &restarted, &bin, &logs)),
                         hit,
                     )
                 }
@@ -1718,7 +1716,11 @@ fn settle_raft(
         let local = final_reads(options, addrs, "t:local");
         let differ: Vec<String> = local
             .iter()
-            .filter(|f| linear.get(&f.key).is_none_or(|l| l.as_ref() != Some(&f.value)))
+            .filter(|f| {
+                linear
+                    .get(&f.key)
+                    .is_none_or(|l| l.as_ref() != Some(&f.value))
+            })
             .map(|f| {
                 let shown = |v: &Option<(String, u64)>| match v {
                     Some((value, version)) => format!("{value:?} v{version}"),
