@@ -26,6 +26,10 @@ const INSIDE: &str = "XTASK_TEST_CLUSTER_INSIDE";
 const SECRET: &str = "test-cluster secret";
 /// The nodes' `request_timeout`: a request waiting longer fails with a timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The snapshot threshold of raft runs with laggers, unless `--snapshot-threshold` says.
+const LAGGER_SNAPSHOT_THRESHOLD: u64 = 500;
+/// How long a lagger is kept away at most, waiting for the leader to purge past it.
+const LAGGER_PATIENCE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -43,6 +47,10 @@ enum Fault {
     KillLeader,
     Pause,
     Membership,
+    /// A follower cut off until it needs a snapshot (raft: until the leader purged its log past
+    /// the follower's last entry), then let back, and half the time killed while the snapshot
+    /// comes in and restarted at once (see [`lagger`]).
+    Lagger,
 }
 
 impl Fault {
@@ -53,6 +61,7 @@ impl Fault {
             Fault::KillLeader => "kill-leader",
             Fault::Pause => "pause",
             Fault::Membership => "membership",
+            Fault::Lagger => "lagger",
         }
     }
 }
@@ -161,7 +170,7 @@ struct Options {
 
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
-    [--rate OPS] [--keys 20] [--nemesis partition,kill,kill-leader,pause,membership|none|all]
+    [--rate OPS] [--keys 20] [--nemesis partition,kill,kill-leader,pause,lagger,membership|none|all]
     [--seed N]
     [--out DIR] [--quick] [--negative-control] [--snapshot-threshold N]";
 
@@ -257,13 +266,20 @@ fn parse(args: &[String]) -> Result<Options> {
     if o.nodes < 2
         && o.nemesis
             .iter()
-            .any(|f| matches!(f, Fault::Partition | Fault::Membership))
+            .any(|f| matches!(f, Fault::Partition | Fault::Membership | Fault::Lagger))
     {
         bail!(
-            "--nodes {}: partitions and membership changes need at least 2 nodes; \
+            "--nodes {}: partitions, laggers and membership changes need at least 2 nodes; \
              use --nemesis kill,pause (or none)",
             o.nodes
         );
+    }
+    if o.backend == Backend::Raft
+        && o.nemesis.contains(&Fault::Lagger)
+        && o.snapshot_threshold.is_none()
+    {
+        // A lagger must fall behind the purged log within a fault window.
+        o.snapshot_threshold = Some(LAGGER_SNAPSHOT_THRESHOLD);
     }
     Ok(o)
 }
@@ -289,6 +305,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
                     Fault::Kill,
                     Fault::KillLeader,
                     Fault::Pause,
+                    Fault::Lagger,
                 ]);
                 if backend == Backend::Raft {
                     out.push(Fault::Membership);
@@ -298,14 +315,15 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "kill" => out.push(Fault::Kill),
             "kill-leader" => out.push(Fault::KillLeader),
             "pause" => out.push(Fault::Pause),
+            "lagger" => out.push(Fault::Lagger),
             "membership" if backend == Backend::Crdt => bail!(
                 "--nemesis membership: the crdt backend has no membership change (gossip \
                  members join and leave by themselves); use partition, kill or pause"
             ),
             "membership" => out.push(Fault::Membership),
             other => bail!(
-                "--nemesis {other:?}: expected partition, kill, kill-leader, pause, membership, \
-                 none or all"
+                "--nemesis {other:?}: expected partition, kill, kill-leader, pause, lagger, \
+                 membership, none or all"
             ),
         }
     }
@@ -385,6 +403,14 @@ pub(crate) fn main(args: &[String]) -> ExitCode {
 }
 
 /// Why this machine cannot run the namespace, or `None`.
+/// Whether the run cuts nodes apart (partitions, laggers).
+fn needs_firewall(options: &Options) -> bool {
+    options
+        .nemesis
+        .iter()
+        .any(|f| matches!(f, Fault::Partition | Fault::Lagger))
+}
+
 fn cannot_isolate() -> Option<String> {
     let ok = Command::new("unshare")
         .args([
@@ -436,11 +462,10 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
         eprintln!("test-cluster: refused: `ip` (Debian: iproute2) is needed to bring up loopback");
         return Ok(ExitCode::from(2));
     }
-    let partitions = options.nemesis.contains(&Fault::Partition);
-    if partitions && !have(&tool("nft"), "--version") {
+    if needs_firewall(options) && !have(&tool("nft"), "--version") {
         eprintln!(
-            "test-cluster: refused: the partition nemesis needs nftables' `nft` (Debian: apt-get \
-             install nftables); or run with --nemesis kill,pause"
+            "test-cluster: refused: the partition and lagger faults need nftables' `nft` \
+             (Debian: apt-get install nftables); or run with --nemesis kill,pause"
         );
         return Ok(ExitCode::from(2));
     }
@@ -1030,8 +1055,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
         ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst))
             .context("cannot install the Ctrl-C handler")?;
     }
-    let partitions = options.nemesis.contains(&Fault::Partition);
-    let firewall = if partitions {
+    let firewall = if needs_firewall(options) {
         Some(Firewall::new()?)
     } else {
         None
@@ -1128,7 +1152,13 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                 undo,
                 over,
                 hit,
-            } = inject(fault, &mut nodes, &mut rng, firewall.as_ref(), &bin, &logs)?;
+            } = inject(
+                fault,
+                &mut nodes,
+                &mut rng,
+                firewall.as_ref(),
+                (options.backend, &bin, &logs),
+            )?;
             *shared.fault() = what.clone();
             let window = Window {
                 what,
@@ -1272,6 +1302,101 @@ fn plots(out: &Path, run: &Run) -> Result<()> {
     plot::throughput(&out.join("throughput.png"), &points, &spans, end)
 }
 
+/// Cuts a follower (a random node when no leader is known) from every other node. Its undo
+/// waits (raft) until the leader has purged its log past the lagger's last entry, so the
+/// lagger can only catch up by snapshot (for up to [`LAGGER_PATIENCE`]; the report says if it
+/// never got that far), lets it back, and half the time kills it 0–0.5 s later, while the
+/// snapshot comes in, and restarts it at once.
+fn lagger(
+    nodes: &[Node],
+    rng: &mut Rng,
+    fw: &Firewall,
+    backend: Backend,
+    bin: &Path,
+    logs: &Path,
+) -> Result<(String, Undo, Vec<usize>)> {
+    let n = nodes.len();
+    let leader = if backend == Backend::Raft {
+        leader(nodes)
+    } else {
+        None
+    };
+    let followers: Vec<usize> = (0..n).filter(|i| Some(*i) != leader).collect();
+    let f = followers[rng.below(followers.len())];
+    for other in (0..n).filter(|i| *i != f) {
+        fw.cut(nodes[f].ip, nodes[other].ip)?;
+    }
+    let crash =
+        (rng.below(2) == 0).then(|| rng.between(Duration::ZERO, Duration::from_millis(500)));
+    let (bin, logs) = (bin.to_owned(), logs.to_owned());
+    let undo: Undo = Box::new(move |nodes: &mut [Node]| {
+        let mut notes = Vec::new();
+        if backend == Backend::Raft {
+            let started = Instant::now();
+            notes.push(if behind_purge(nodes, f, started + LAGGER_PATIENCE) {
+                format!(
+                    "behind the purged log after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                )
+            } else {
+                format!(
+                    "NOT behind the purged log within {} s",
+                    LAGGER_PATIENCE.as_secs()
+                )
+            });
+        }
+        if let Err(e) = Firewall.heal() {
+            notes.push(format!("heal failed: {e:#}"));
+        }
+        if let Some(after) = crash {
+            std::thread::sleep(after);
+            nodes[f].kill();
+            notes.push(match restart(nodes, &[f], &bin, &logs) {
+                None => format!(
+                    "killed {:.1} s after it was let back, restarted at once",
+                    after.as_secs_f64()
+                ),
+                Some(e) => e,
+            });
+        }
+        Some(notes.join("; "))
+    });
+    Ok((format!("lagger {}", nodes[f].name), undo, vec![f]))
+}
+
+/// Whether the raft leader (as the nodes other than `f` name it) purged its log past `f`'s
+/// last entry before `deadline`, polling.
+fn behind_purge(nodes: &[Node], f: usize, deadline: Instant) -> bool {
+    let http = Http::new(Duration::from_secs(3));
+    let raft = |i: usize| -> Option<serde_json::Value> {
+        let Answer::Reply(200, _, _, body) = http.call(
+            "GET",
+            &format!("http://{}/v1/cluster", nodes[i].http()),
+            None,
+        ) else {
+            return None;
+        };
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .map(|v| v["raft"].clone())
+    };
+    while Instant::now() < deadline {
+        let last = raft(f).and_then(|r| r["last_log_index"].as_u64());
+        let purged = (0..nodes.len())
+            .filter(|i| *i != f)
+            .filter_map(raft)
+            .find(|r| r["leader"].is_string() && r["leader"] == r["name"])
+            .and_then(|r| r["purged_index"].as_u64());
+        if let (Some(last), Some(purged)) = (last, purged)
+            && purged > last
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
 /// A fault just started.
 struct Injected {
     /// What it is, for the report.
@@ -1290,8 +1415,7 @@ fn inject(
     nodes: &mut [Node],
     rng: &mut Rng,
     firewall: Option<&Firewall>,
-    bin: &Path,
-    logs: &Path,
+    (backend, bin, logs): (Backend, &Path, &Path),
 ) -> Result<Injected> {
     let (what, undo, hit): (String, Undo, Vec<usize>) = match fault {
         Fault::Partition => {
@@ -1356,6 +1480,10 @@ fn inject(
             )
         }
         Fault::Membership => membership(nodes, rng),
+        Fault::Lagger => {
+            let fw = firewall.context("the firewall exists for laggers")?;
+            lagger(nodes, rng, fw, backend, bin, logs)?
+        }
     };
     Ok(Injected {
         what,
@@ -2128,9 +2256,12 @@ mod tests {
                 Fault::Kill,
                 Fault::KillLeader,
                 Fault::Pause,
-                Fault::Membership
+                Fault::Membership,
+                Fault::Lagger
             ]
         );
+        // Laggers need snapshots within a fault window.
+        assert_eq!(o.snapshot_threshold, Some(LAGGER_SNAPSHOT_THRESHOLD));
         // Gossip has no membership change: `all` leaves it out there.
         let c = parse(&args("--backend crdt --nemesis all")).unwrap();
         assert_eq!(
@@ -2139,8 +2270,14 @@ mod tests {
                 Fault::Partition,
                 Fault::Kill,
                 Fault::KillLeader,
-                Fault::Pause
+                Fault::Pause,
+                Fault::Lagger
             ]
+        );
+        assert_eq!(c.snapshot_threshold, None);
+        assert_eq!(
+            parse(&args("--nemesis kill")).unwrap().snapshot_threshold,
+            None
         );
         let k = parse(&args("--nemesis kill-leader")).unwrap();
         assert_eq!(k.nemesis, [Fault::KillLeader]);

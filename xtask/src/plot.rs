@@ -33,7 +33,7 @@ const OUTCOMES: [(&str, RGBColor); 3] = [
 /// The shade of a fault kind (the first word of its description).
 fn shade(what: &str) -> RGBColor {
     match what.split([' ', ',', ':']).next().unwrap_or("") {
-        "partition" => RGBColor(70, 110, 220),
+        "partition" | "lagger" => RGBColor(70, 110, 220),
         "kill" | "kill-leader" => RGBColor(220, 50, 50),
         "pause" => RGBColor(240, 160, 20),
         _ => RGBColor(150, 70, 200),
