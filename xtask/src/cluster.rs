@@ -692,9 +692,45 @@ struct Record {
     read: Option<(String, u64)>,
     version: Option<u64>,
     deleted: Option<bool>,
-    /// 409 / 404 of a compare-and-swap.
+    /// 409 / 404 of a compare-and-swap, 409 of an `if_absent`.
     refusal: Option<&'static str>,
     expires_at: Option<u64>,
+    /// A write's TTL (ms).
+    ttl_ms: Option<u64>,
+    /// The wall clock (Unix ms, the nodes' clock too) just before sending and just after the
+    /// answer: the window in which the cluster judged expiry.
+    clock_ms: (u64, u64),
+}
+
+/// The wall clock in Unix ms.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A value of `size` bytes that names `id` and says its own length (`v12/65536/...`), so a
+/// read can tell a whole value from a torn one; small values are just the id.
+fn value_of(id: &str, size: usize) -> Vec<u8> {
+    if size <= id.len() {
+        return id.as_bytes().to_vec();
+    }
+    let mut v = format!("{id}/{size}/").into_bytes();
+    v.resize(size.max(v.len()), b'.');
+    v
+}
+
+/// The id a read value names, or a mark no write wrote if its length is not the one it says.
+fn id_of(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut parts = text.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some(size), Some(_)) => match size.parse::<usize>() {
+            Ok(n) if n == body.len() => id.to_owned(),
+            _ => format!("<torn: {} bytes of {id}, which says {size}>", body.len()),
+        },
+        _ => text.into_owned(),
+    }
 }
 
 /// What ends a fault (restart the node, resume it, add it back, …); a note for the report when
@@ -843,23 +879,50 @@ fn client(
             deleted: None,
             refusal: None,
             expires_at: None,
+            ttl_ms: None,
+            clock_ms: (0, 0),
         };
         let value = format!("v{}", shared.next_value.fetch_add(1, Ordering::Relaxed));
+        // Raft: one write in a hundred carries a large value (64 KiB to just under the 1 MiB
+        // limit); one in four a TTL of 1-3 s, so reads cross deadlines.
+        let size = if rng.below(100) == 0 {
+            64 * 1024 + rng.below(1024 * 1024 - 64 * 1024 - 1024)
+        } else {
+            0
+        };
+        let ttl_ms = (rng.below(4) == 0).then(|| 1_000 + rng.below(2_001) as u64);
+        let ttl = |ttl_ms: u64| format!("ttl={}ms", ttl_ms);
         let (method, target, body): (&str, String, Option<Vec<u8>>) = match options.backend {
-            Backend::Raft if roll < 45 => ("GET", url, None),
-            Backend::Raft if roll < 70 => {
+            Backend::Raft if roll < 40 => ("GET", url, None),
+            Backend::Raft if roll < 62 => {
                 r.call = "write";
+                r.ttl_ms = ttl_ms;
+                let query = ttl_ms.map_or(String::new(), |t| format!("?{}", ttl(t)));
                 r.value = Some(value.clone());
-                ("PUT", url, Some(value.into_bytes()))
+                ("PUT", format!("{url}{query}"), Some(value_of(&value, size)))
             }
-            Backend::Raft if roll < 92 => {
+            Backend::Raft if roll < 82 => {
                 r.call = "cas";
+                r.ttl_ms = ttl_ms;
                 let expected = seen.get(&key).copied().unwrap_or(1);
                 r.expected = Some(expected);
+                let query = ttl_ms.map_or(String::new(), |t| format!("&{}", ttl(t)));
                 r.value = Some(value.clone());
                 (
                     "PUT",
-                    format!("{url}?if_version={expected}"),
+                    format!("{url}?if_version={expected}{query}"),
+                    Some(value_of(&value, size)),
+                )
+            }
+            // A lock: taken if free, held 1-2 s.
+            Backend::Raft if roll < 92 => {
+                r.call = "if_absent";
+                let held = 1_000 + rng.below(1_001) as u64;
+                r.ttl_ms = Some(held);
+                r.value = Some(value.clone());
+                (
+                    "PUT",
+                    format!("{url}?if_absent=true&{}", ttl(held)),
                     Some(value.into_bytes()),
                 )
             }
@@ -880,9 +943,11 @@ fn client(
                 ("DELETE", url, None)
             }
         };
+        r.clock_ms.0 = unix_ms();
         r.invoke = shared.now();
         let answer = http.call(method, &target, body.as_deref());
         r.complete = shared.now();
+        r.clock_ms.1 = unix_ms();
         match answer {
             Answer::NotSent => {
                 r.outcome = "fail";
@@ -893,7 +958,7 @@ fn client(
             Answer::Reply(status, version, expires, body) => match (r.call, status) {
                 ("read", 200) => {
                     r.outcome = "ok";
-                    let v = String::from_utf8_lossy(&body).into_owned();
+                    let v = id_of(&body);
                     if let Some(version) = version {
                         seen.insert(key.clone(), version);
                         r.read = Some((v, version));
@@ -902,7 +967,7 @@ fn client(
                 }
                 ("read", 404) => r.outcome = "ok",
                 ("read", _) => r.outcome = "fail",
-                ("write" | "cas", 200) => {
+                ("write" | "cas" | "if_absent", 200) => {
                     r.outcome = "ok";
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     r.version = v["version"].as_u64();
@@ -919,6 +984,10 @@ fn client(
                 ("cas", 404) => {
                     r.outcome = "fail";
                     r.refusal = Some("not_found");
+                }
+                ("if_absent", 409) => {
+                    r.outcome = "fail";
+                    r.refusal = Some("exists");
                 }
                 ("delete", 200) => {
                     r.outcome = "ok";
@@ -1808,6 +1877,7 @@ fn settle_raft(
         let mut linear: BTreeMap<String, Option<Option<(String, u64)>>> = BTreeMap::new();
         for k in 0..options.keys {
             let key = format!("k{k}");
+            let before = unix_ms();
             let invoke = shared.now();
             let answer = http.call(
                 "GET",
@@ -1815,11 +1885,9 @@ fn settle_raft(
                 None,
             );
             let complete = shared.now();
+            let clock_ms = (before, unix_ms());
             let (outcome, read) = match answer {
-                Answer::Reply(200, Some(version), _, body) => (
-                    "ok",
-                    Some((String::from_utf8_lossy(&body).into_owned(), version)),
-                ),
+                Answer::Reply(200, Some(version), _, body) => ("ok", Some((id_of(&body), version))),
                 Answer::Reply(404, ..) => ("ok", None),
                 _ => ("fail", None),
             };
@@ -1839,6 +1907,8 @@ fn settle_raft(
                 deleted: None,
                 refusal: None,
                 expires_at: None,
+                ttl_ms: None,
+                clock_ms,
             });
         }
         let local = final_reads(options, addrs, "t:local");
@@ -1903,10 +1973,7 @@ fn final_reads(options: &Options, addrs: &[String], store: &str) -> Vec<eventual
                 &format!("http://{addr}/v1/stores/{store}/keys/{key}"),
                 None,
             ) {
-                Answer::Reply(200, version, _, body) => Some((
-                    String::from_utf8_lossy(&body).into_owned(),
-                    version.unwrap_or(0),
-                )),
+                Answer::Reply(200, version, _, body) => Some((id_of(&body), version.unwrap_or(0))),
                 Answer::Reply(404, ..) => None,
                 _ => Some(("<no answer>".into(), 0)),
             };
@@ -1929,7 +1996,7 @@ fn write_history(out: &Path, records: &[Record], windows: &[Window]) -> Result<(
             "value": r.value, "expected": r.expected, "invoke_ns": r.invoke,
             "complete_ns": r.complete, "outcome": r.outcome, "read": r.read,
             "version": r.version, "deleted": r.deleted, "refusal": r.refusal,
-            "expires_at": r.expires_at,
+            "expires_at": r.expires_at, "ttl_ms": r.ttl_ms, "clock_ms": r.clock_ms,
         });
         writeln!(f, "{line}")?;
     }
@@ -2017,6 +2084,9 @@ fn linear_op(id: usize, r: &Record) -> linear::Op {
             value: r.value.clone().unwrap_or_default(),
         },
         "delete" => linear::Call::Delete,
+        "if_absent" => linear::Call::PutIfAbsent {
+            value: r.value.clone().unwrap_or_default(),
+        },
         _ => linear::Call::Read,
     };
     let outcome = match (r.outcome, r.call) {
@@ -2026,6 +2096,7 @@ fn linear_op(id: usize, r: &Record) -> linear::Op {
         ("fail", _) => linear::Outcome::Fail(match r.refusal {
             Some("conflict") => linear::Refusal::Conflict,
             Some("not_found") => linear::Refusal::NotFound,
+            Some("exists") => linear::Refusal::Exists,
             _ => linear::Refusal::Other,
         }),
         _ => linear::Outcome::Unknown,
@@ -2038,6 +2109,9 @@ fn linear_op(id: usize, r: &Record) -> linear::Op {
         invoke: r.invoke,
         complete: r.complete,
         outcome,
+        ttl_ms: r.ttl_ms,
+        expires_at: r.expires_at,
+        clock_ms: r.clock_ms,
     }
 }
 
@@ -2392,6 +2466,17 @@ mod tests {
             "3.0–5.0 s kill leader n2; 9.0–11.0 s partition, halves: n1 \\| n2,n3"
         );
         assert_eq!(lines[3], "none");
+    }
+
+    #[test]
+    fn a_large_value_names_its_writer_and_a_torn_one_says_so() {
+        let v = value_of("v12", 70_000);
+        assert_eq!(v.len(), 70_000);
+        assert_eq!(id_of(&v), "v12");
+        assert_eq!(id_of(b"v7"), "v7");
+        assert_eq!(value_of("v7", 0), b"v7");
+        let torn = id_of(&v[..65_536]);
+        assert!(torn.starts_with("<torn: 65536 bytes of v12"), "{torn}");
     }
 
     #[test]

@@ -9,6 +9,17 @@
 //! observation goes). A failed operation (known not applied) is kept only as an observation: a
 //! compare-and-swap refused with a conflict says the version differed at some point of its
 //! interval. A key whose search exceeds its step budget is `Unknown`, never `Pass`.
+//!
+//! **Expiry.** A write with a TTL makes the key absent from its deadline on, in the cluster's
+//! time (Unix ms: the nodes' clock). Each operation carries the window of that clock it ran in
+//! (`clock_ms`), and the model keeps, for a value that expires, the range its deadline may lie
+//! in: exactly the `expires_at` an acknowledged write answered, or from `invoke + ttl` on for a
+//! write whose answer never came. An operation that saw the key live needs a deadline after the
+//! start of its window; one that saw it absent (a read's 404, `deleted: false`, an `if_absent`
+//! that wrote, a compare-and-swap's 404) needs one before its end; each observation narrows the
+//! range, and an empty range is a contradiction. So a key read expired and then read live again
+//! in a later window fails. This is a relaxation (an operation's instant inside its window is
+//! not tied to its place in the order), so it never fails a correct history.
 
 use std::collections::HashSet;
 
@@ -33,6 +44,11 @@ pub enum Call {
     },
     /// `DELETE`.
     Delete,
+    /// `PUT ?if_absent=true`: writes only if the key is absent or expired.
+    PutIfAbsent {
+        /// The value written.
+        value: String,
+    },
 }
 
 /// What came back.
@@ -64,6 +80,8 @@ pub enum Refusal {
     Conflict,
     /// 404: the key was absent (compare-and-swap).
     NotFound,
+    /// 409 `AlreadyExists`: the key was live (`if_absent`).
+    Exists,
     /// Anything else known not applied (503 before sending, 400, …): no observation.
     Other,
 }
@@ -85,6 +103,27 @@ pub struct Op {
     pub complete: u64,
     /// What came back.
     pub outcome: Outcome,
+    /// A write's TTL, in ms.
+    pub ttl_ms: Option<u64>,
+    /// The deadline an acknowledged write with a TTL answered (Unix ms).
+    pub expires_at: Option<u64>,
+    /// The window of the cluster's clock (Unix ms) the operation ran in: from before it was
+    /// sent to after its answer came.
+    pub clock_ms: (u64, u64),
+}
+
+/// Clock readings are whole milliseconds: this much either side of a window is within it.
+const SLACK_MS: u64 = 2;
+
+/// When a value stops being live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Expiry {
+    Never,
+    /// At a deadline somewhere in `lo..=hi` (Unix ms).
+    Within {
+        lo: u64,
+        hi: u64,
+    },
 }
 
 /// The register's version as the model knows it.
@@ -95,10 +134,10 @@ enum Version {
     Above(u64),
 }
 
-/// The model: a register with versions.
+/// The model: a register with versions and expiry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Register {
-    value: Option<(String, Version)>,
+    value: Option<(String, Version, Expiry)>,
     /// The largest version any linearized operation showed: a later write's is greater.
     floor: u64,
 }
@@ -106,72 +145,135 @@ struct Register {
 impl Register {
     fn version_is(&self, v: u64) -> Option<Register> {
         match &self.value {
-            Some((value, Version::Known(k))) if *k == v => Some(self.clone()),
-            Some((value, Version::Above(m))) if v > *m => Some(Register {
-                value: Some((value.clone(), Version::Known(v))),
+            Some((_, Version::Known(k), _)) if *k == v => Some(self.clone()),
+            Some((value, Version::Above(m), expiry)) if v > *m => Some(Register {
+                value: Some((value.clone(), Version::Known(v), *expiry)),
                 floor: self.floor.max(v),
             }),
             _ => None,
         }
     }
 
-    fn written(&self, value: &str, version: Option<u64>) -> Register {
+    /// The state in which the value is live at some instant of `window`, if it can be.
+    fn live_in(&self, (start, _): (u64, u64)) -> Option<Register> {
+        let (value, version, expiry) = self.value.as_ref()?;
+        match *expiry {
+            Expiry::Never => Some(self.clone()),
+            // Live at t when t < deadline: some t >= start - slack.
+            Expiry::Within { lo, hi } => {
+                let lo = lo.max(start.saturating_sub(SLACK_MS) + 1);
+                (lo <= hi).then(|| Register {
+                    value: Some((value.clone(), *version, Expiry::Within { lo, hi })),
+                    floor: self.floor,
+                })
+            }
+        }
+    }
+
+    /// The state in which the key is absent (never written, deleted, or expired) at some
+    /// instant of `window`, if it can be.
+    fn absent_in(&self, (_, end): (u64, u64)) -> Option<Register> {
+        let Some((value, version, expiry)) = &self.value else {
+            return Some(self.clone());
+        };
+        match *expiry {
+            Expiry::Never => None,
+            // Expired at t when t >= deadline: some t <= end + slack.
+            Expiry::Within { lo, hi } => {
+                let hi = hi.min(end.saturating_add(SLACK_MS));
+                (lo <= hi).then(|| Register {
+                    value: Some((value.clone(), *version, Expiry::Within { lo, hi })),
+                    floor: self.floor,
+                })
+            }
+        }
+    }
+
+    fn written(&self, value: &str, version: Option<u64>, expiry: Expiry) -> Register {
         match version {
             Some(v) => Register {
-                value: Some((value.to_owned(), Version::Known(v))),
+                value: Some((value.to_owned(), Version::Known(v), expiry)),
                 floor: self.floor.max(v),
             },
             None => Register {
-                value: Some((value.to_owned(), Version::Above(self.floor))),
+                value: Some((value.to_owned(), Version::Above(self.floor), expiry)),
                 floor: self.floor,
             },
         }
     }
 
+    fn deleted(&self) -> Register {
+        Register {
+            value: None,
+            floor: self.floor,
+        }
+    }
+
     /// The state after `op` if it can take effect now; `None` if it cannot.
     fn step(&self, op: &Op) -> Option<Register> {
+        let window = op.clock_ms;
+        // The expiry a write gives its value: its answer's deadline, or (no answer) a deadline
+        // stamped at any instant from its invocation on.
+        let expiry = |acknowledged: bool| match (op.ttl_ms, op.expires_at) {
+            (None, _) => Expiry::Never,
+            (Some(_), Some(d)) if acknowledged => Expiry::Within { lo: d, hi: d },
+            (Some(ttl), _) => Expiry::Within {
+                lo: window.0.saturating_add(ttl).saturating_sub(SLACK_MS),
+                hi: if acknowledged {
+                    window.1.saturating_add(ttl).saturating_add(SLACK_MS)
+                } else {
+                    u64::MAX
+                },
+            },
+        };
         match (&op.call, &op.outcome) {
-            (Call::Read, Outcome::Ok(Reply::Read(None))) => {
-                self.value.is_none().then(|| self.clone())
-            }
+            (Call::Read, Outcome::Ok(Reply::Read(None))) => self.absent_in(window),
             (Call::Read, Outcome::Ok(Reply::Read(Some((value, v))))) => {
-                let state = self.version_is(*v)?;
-                (state.value.as_ref().map(|(x, _)| x) == Some(value)).then_some(state)
+                let state = self.version_is(*v)?.live_in(window)?;
+                (state.value.as_ref().map(|(x, ..)| x) == Some(value)).then_some(state)
             }
             (Call::Write { value }, Outcome::Ok(Reply::Written(v))) => {
-                (*v > self.floor).then(|| self.written(value, Some(*v)))
+                (*v > self.floor).then(|| self.written(value, Some(*v), expiry(true)))
             }
-            (Call::Write { value }, Outcome::Unknown) => Some(self.written(value, None)),
+            (Call::Write { value }, Outcome::Unknown) => {
+                Some(self.written(value, None, expiry(false)))
+            }
             (Call::Cas { expected, value }, Outcome::Ok(Reply::Written(v))) => {
-                let state = self.version_is(*expected)?;
-                (*v > state.floor).then(|| state.written(value, Some(*v)))
+                let state = self.version_is(*expected)?.live_in(window)?;
+                (*v > state.floor).then(|| state.written(value, Some(*v), expiry(true)))
             }
-            (Call::Cas { expected, value }, Outcome::Unknown) => match self.version_is(*expected) {
-                Some(state) => Some(state.written(value, None)),
-                // Refused at this point: no effect.
+            (Call::Cas { expected, value }, Outcome::Unknown) => {
+                match self.version_is(*expected).and_then(|s| s.live_in(window)) {
+                    Some(state) => Some(state.written(value, None, expiry(false))),
+                    // Refused at this point: no effect.
+                    None => Some(self.clone()),
+                }
+            }
+            (Call::Cas { expected, .. }, Outcome::Fail(Refusal::Conflict)) => {
+                let state = self.live_in(window)?;
+                match &state.value {
+                    Some((_, Version::Known(k), _)) if k == expected => None,
+                    Some(_) => Some(state),
+                    None => None,
+                }
+            }
+            (Call::Cas { .. }, Outcome::Fail(Refusal::NotFound)) => self.absent_in(window),
+            (Call::PutIfAbsent { value }, Outcome::Ok(Reply::Written(v))) => {
+                let state = self.absent_in(window)?;
+                (*v > state.floor).then(|| state.written(value, Some(*v), expiry(true)))
+            }
+            (Call::PutIfAbsent { value }, Outcome::Unknown) => match self.absent_in(window) {
+                Some(state) => Some(state.written(value, None, expiry(false))),
                 None => Some(self.clone()),
             },
-            (Call::Cas { expected, .. }, Outcome::Fail(Refusal::Conflict)) => match &self.value {
-                Some((_, Version::Known(k))) if k == expected => None,
-                Some(_) => Some(self.clone()),
-                None => None,
-            },
-            (Call::Cas { .. }, Outcome::Fail(Refusal::NotFound)) => {
-                self.value.is_none().then(|| self.clone())
-            }
+            (Call::PutIfAbsent { .. }, Outcome::Fail(Refusal::Exists)) => self.live_in(window),
             (Call::Delete, Outcome::Ok(Reply::Deleted(true))) => {
-                self.value.as_ref().map(|_| Register {
-                    value: None,
-                    floor: self.floor,
-                })
+                self.live_in(window).map(|s| s.deleted())
             }
             (Call::Delete, Outcome::Ok(Reply::Deleted(false))) => {
-                self.value.is_none().then(|| self.clone())
+                self.absent_in(window).map(|s| s.deleted())
             }
-            (Call::Delete, Outcome::Unknown) => Some(Register {
-                value: None,
-                floor: self.floor,
-            }),
+            (Call::Delete, Outcome::Unknown) => Some(self.deleted()),
             // Operations with no effect and no observation are filtered out before the search;
             // any other pairing is an answer the call cannot give.
             _ => None,
@@ -400,6 +502,9 @@ mod tests {
                 invoke,
                 complete,
                 outcome,
+                ttl_ms: None,
+                expires_at: None,
+                clock_ms: (0, 0),
             })
             .collect()
     }
@@ -586,6 +691,9 @@ mod tests {
                 invoke,
                 complete,
                 outcome,
+                ttl_ms: None,
+                expires_at: None,
+                clock_ms: (0, 0),
             });
         }
         let start = std::time::Instant::now();
@@ -593,6 +701,106 @@ mod tests {
         let took = start.elapsed();
         println!("60 000 operations checked in {took:?}");
         assert!(took < std::time::Duration::from_secs(60), "{took:?}");
+    }
+
+    /// One timed operation: call, clock window (ms), outcome, TTL, answered deadline.
+    type Timed = (Call, (u64, u64), Outcome, Option<u64>, Option<u64>);
+
+    /// Ops on key "k" with clock windows and TTLs.
+    fn timed(spec: Vec<Timed>) -> Vec<Op> {
+        spec.into_iter()
+            .enumerate()
+            .map(|(id, (call, clock_ms, outcome, ttl_ms, expires_at))| Op {
+                id,
+                process: id,
+                key: "k".into(),
+                call,
+                invoke: clock_ms.0 * 1_000_000,
+                complete: clock_ms.1 * 1_000_000,
+                outcome,
+                ttl_ms,
+                expires_at,
+                clock_ms,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_is_live_before_its_deadline_and_absent_from_it_on() {
+        // Written at 1000 with a 500 ms TTL: deadline 1500.
+        let ok = timed(vec![
+            (w("a"), (1000, 1001), written(1), Some(500), Some(1500)),
+            (Call::Read, (1200, 1210), read(Some(("a", 1))), None, None),
+            (Call::Read, (1495, 1505), read(Some(("a", 1))), None, None),
+            (Call::Read, (1495, 1505), read(None), None, None),
+            (Call::Read, (1600, 1610), read(None), None, None),
+        ]);
+        assert_eq!(check_key(&ok, 1_000_000), Verdict::Pass);
+        // Absent well before its deadline, or live well after it: no linearization.
+        let early = timed(vec![
+            (w("a"), (1000, 1001), written(1), Some(500), Some(1500)),
+            (Call::Read, (1200, 1210), read(None), None, None),
+        ]);
+        assert!(matches!(check_key(&early, 1_000_000), Verdict::Fail(_)));
+        let late = timed(vec![
+            (w("a"), (1000, 1001), written(1), Some(500), Some(1500)),
+            (Call::Read, (1600, 1610), read(Some(("a", 1))), None, None),
+        ]);
+        assert!(matches!(check_key(&late, 1_000_000), Verdict::Fail(_)));
+    }
+
+    /// What a clock stepped back would show: a read sees the key expired, a later one live.
+    #[test]
+    fn a_key_read_expired_and_then_live_again_fails() {
+        // A write whose answer never came: its deadline is somewhere from 1000 + 500 on.
+        let ops = timed(vec![
+            (w("a"), (1000, 1001), Outcome::Unknown, Some(500), None),
+            (Call::Read, (1100, 1110), read(Some(("a", 2))), None, None),
+            (Call::Read, (2000, 2010), read(None), None, None),
+            (Call::Read, (2100, 2110), read(Some(("a", 2))), None, None),
+        ]);
+        assert!(matches!(check_key(&ops, 1_000_000), Verdict::Fail(_)));
+        // Without the live read after the absent one, the same history passes.
+        assert_eq!(check_key(&ops[..3], 1_000_000), Verdict::Pass);
+    }
+
+    /// The lock pattern: `if_absent` with a TTL. A second holder may take it only once the
+    /// first one's deadline has passed.
+    #[test]
+    fn an_if_absent_lock_is_taken_again_only_after_its_deadline() {
+        let lock = |v: &str| Call::PutIfAbsent { value: v.into() };
+        let fine = timed(vec![
+            (lock("a"), (1000, 1002), written(1), Some(300), Some(1301)),
+            (
+                lock("b"),
+                (1100, 1105),
+                Outcome::Fail(Refusal::Exists),
+                Some(300),
+                None,
+            ),
+            (lock("b"), (1400, 1405), written(2), Some(300), Some(1702)),
+            (Call::Read, (1500, 1501), read(Some(("b", 2))), None, None),
+        ]);
+        assert_eq!(check_key(&fine, 1_000_000), Verdict::Pass);
+        let stolen = timed(vec![
+            (lock("a"), (1000, 1002), written(1), Some(300), Some(1301)),
+            (lock("b"), (1100, 1105), written(2), Some(300), Some(1402)),
+        ]);
+        assert!(matches!(check_key(&stolen, 1_000_000), Verdict::Fail(_)));
+        let refused_after = timed(vec![
+            (lock("a"), (1000, 1002), written(1), Some(300), Some(1301)),
+            (
+                lock("b"),
+                (1400, 1405),
+                Outcome::Fail(Refusal::Exists),
+                Some(300),
+                None,
+            ),
+        ]);
+        assert!(matches!(
+            check_key(&refused_after, 1_000_000),
+            Verdict::Fail(_)
+        ));
     }
 
     mod properties {
@@ -654,6 +862,9 @@ mod tests {
                     invoke,
                     complete,
                     outcome,
+                    ttl_ms: None,
+                    expires_at: None,
+                    clock_ms: (0, 0),
                 });
             }
             ops
