@@ -235,6 +235,18 @@ pub fn advance_clock_as(addr: &str, token: Option<&str>, by: Duration) -> std::i
     }
 }
 
+/// Sets the offset of a node's clock (a `test-clock` build started with
+/// `STORE_NODE_TEST_CLOCK_OFFSET=1`) to `ms` milliseconds, ahead (positive) or behind: a clock
+/// fault. Answers the HTTP status (200, or 400 for an offset out of range).
+pub fn set_clock_offset(addr: &str, ms: i64) -> std::io::Result<u16> {
+    request(
+        addr,
+        "POST",
+        &format!("/v1/test/clock/offset?ms={ms}"),
+        None,
+    )
+}
+
 /// The status of `GET /v1/health`.
 fn health(addr: &str) -> std::io::Result<u16> {
     request(addr, "GET", "/v1/health", None)

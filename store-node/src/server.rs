@@ -40,6 +40,9 @@ pub(crate) struct App {
     /// The manual clock tests move, in a `test-clock` build started with one.
     #[cfg(feature = "test-clock")]
     pub(crate) test_clock: Option<store_core::ManualClock>,
+    /// The offset clock of a `test-clock` build started with one (clock faults).
+    #[cfg(feature = "test-clock")]
+    pub(crate) test_offset: Option<crate::test_clock::OffsetClock>,
 }
 
 impl App {
@@ -561,10 +564,15 @@ fn router(app: Arc<App>) -> Router {
         )
         .fallback(no_route);
     #[cfg(feature = "test-clock")]
-    let router = router.route(
-        "/v1/test/clock/advance",
-        axum::routing::post(crate::test_clock::advance),
-    );
+    let router = router
+        .route(
+            "/v1/test/clock/advance",
+            axum::routing::post(crate::test_clock::advance),
+        )
+        .route(
+            "/v1/test/clock/offset",
+            axum::routing::post(crate::test_clock::offset),
+        );
     router
         .layer(middleware::from_fn_with_state(Arc::clone(&app), authorize))
         .layer(middleware::from_fn_with_state(
@@ -601,9 +609,12 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
     #[cfg(feature = "test-clock")]
     let test_clock = crate::test_clock::from_env()?;
     #[cfg(feature = "test-clock")]
-    let context = match &test_clock {
-        Some(clock) => context.clock(clock.shared()),
-        None => context,
+    let test_offset = crate::test_clock::offset_from_env()?;
+    #[cfg(feature = "test-clock")]
+    let context = match (&test_clock, &test_offset) {
+        (Some(clock), _) => context.clock(clock.shared()),
+        (None, Some(clock)) => context.clock(std::sync::Arc::new(clock.clone())),
+        (None, None) => context,
     };
     // A node with cluster.raft is a member even before any store.kv.raft entry uses it.
     let raft = match config.cluster.as_ref().and_then(|c| c.raft.as_ref()) {
@@ -659,6 +670,8 @@ pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::
             .then(|| Metrics::new(store_ids.iter().map(String::as_str))),
         #[cfg(feature = "test-clock")]
         test_clock,
+        #[cfg(feature = "test-clock")]
+        test_offset,
     });
     let addr = bind.unwrap_or_else(|| config.bind.to_string());
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -30,6 +30,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LAGGER_SNAPSHOT_THRESHOLD: u64 = 500;
 /// How long a lagger is kept away at most, waiting for the leader to purge past it.
 const LAGGER_PATIENCE: Duration = Duration::from_secs(20);
+/// The largest clock offset of the clock fault (ms): within the nodes' `max_clock_skew` (500 ms
+/// by default, which the runs keep), so every check is promised to hold.
+const CLOCK_OFFSET_MS: u64 = 400;
+/// The nodes' `max_clock_skew`, as the run configures it (the default).
+const MAX_CLOCK_SKEW_MS: u64 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -51,6 +56,9 @@ enum Fault {
     /// the follower's last entry), then let back, and half the time killed while the snapshot
     /// comes in and restarted at once (see [`lagger`]).
     Lagger,
+    /// One node's clock set ahead or behind by up to [`CLOCK_OFFSET_MS`] (within the nodes'
+    /// `max_clock_skew`), then back to true time at the end: a step back when it was ahead.
+    Clock,
 }
 
 impl Fault {
@@ -62,6 +70,7 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::Membership => "membership",
             Fault::Lagger => "lagger",
+            Fault::Clock => "clock",
         }
     }
 }
@@ -170,7 +179,8 @@ struct Options {
 
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
-    [--rate OPS] [--keys 20] [--nemesis partition,kill,kill-leader,pause,lagger,membership|none|all]
+    [--rate OPS] [--keys 20]
+    [--nemesis partition,kill,kill-leader,pause,lagger,clock,membership|none|all]
     [--seed N]
     [--out DIR] [--quick] [--negative-control] [--snapshot-threshold N]";
 
@@ -306,6 +316,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
                     Fault::KillLeader,
                     Fault::Pause,
                     Fault::Lagger,
+                    Fault::Clock,
                 ]);
                 if backend == Backend::Raft {
                     out.push(Fault::Membership);
@@ -316,6 +327,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "kill-leader" => out.push(Fault::KillLeader),
             "pause" => out.push(Fault::Pause),
             "lagger" => out.push(Fault::Lagger),
+            "clock" => out.push(Fault::Clock),
             "membership" if backend == Backend::Crdt => bail!(
                 "--nemesis membership: the crdt backend has no membership change (gossip \
                  members join and leave by themselves); use partition, kill or pause"
@@ -323,7 +335,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "membership" => out.push(Fault::Membership),
             other => bail!(
                 "--nemesis {other:?}: expected partition, kill, kill-leader, pause, lagger, \
-                 membership, none or all"
+                 clock, membership, none or all"
             ),
         }
     }
@@ -473,6 +485,23 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
     // the release build.
     let bin = match std::env::var_os("STORE_NODE_BIN") {
         Some(path) => PathBuf::from(path),
+        // Clock faults need the offset clock of a `test-clock` build: built apart, so the
+        // release binary in target/release never has it.
+        None if options.nemesis.contains(&Fault::Clock) => {
+            let dir = "target/test-cluster-node";
+            println!(
+                "==> cargo build --release -p store-node --features test-clock --target-dir {dir}"
+            );
+            let status = crate::cargo()
+                .args(["build", "--release", "-p", "store-node"])
+                .args(["--features", "test-clock", "--target-dir", dir])
+                .status()
+                .context("cannot run cargo")?;
+            if !status.success() {
+                bail!("building store-node failed");
+            }
+            crate::root().join(dir).join("release/store-node")
+        }
         None => {
             println!("==> cargo build --release -p store-node");
             let status = crate::cargo()
@@ -590,6 +619,9 @@ impl Node {
             .args(["serve", "--config"])
             .arg(self.dir.join("node.yaml"))
             .env("TEST_CLUSTER_SECRET", SECRET)
+            // A `test-clock` build reads the system clock plus an offset the clock fault sets;
+            // any other build ignores it.
+            .env("STORE_NODE_TEST_CLOCK_OFFSET", "1")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -1428,9 +1460,54 @@ fn lagger(
                 Some(e) => e,
             });
         }
-        Some(notes.join("; "))
+        (!notes.is_empty()).then(|| notes.join("; "))
     });
     Ok((format!("lagger {}", nodes[f].name), undo, vec![f]))
+}
+
+/// Sets one node's clock (the raft leader half the time) 100 ms to [`CLOCK_OFFSET_MS`] ahead or
+/// behind; the undo sets it back to true time, a step back when it was ahead.
+fn clock(nodes: &[Node], rng: &mut Rng, backend: Backend) -> (String, Undo, Vec<usize>) {
+    let known = (backend == Backend::Raft && rng.below(2) == 0)
+        .then(|| leader(nodes))
+        .flatten();
+    let i = known.unwrap_or_else(|| rng.below(nodes.len()));
+    let size = 100 + rng.below(CLOCK_OFFSET_MS as usize - 99) as i64;
+    let offset = if rng.below(2) == 0 { size } else { -size };
+    let set = |addr: &str, ms: i64| -> Option<String> {
+        let http = Http::new(Duration::from_secs(3));
+        match http.call(
+            "POST",
+            &format!("http://{addr}/v1/test/clock/offset?ms={ms}"),
+            None,
+        ) {
+            Answer::Reply(200, ..) => None,
+            Answer::Reply(404, ..) => {
+                Some("the node has no offset clock: not a test-clock build".into())
+            }
+            Answer::Reply(status, ..) => Some(format!("offset refused: {status}")),
+            _ => Some("the node did not answer".into()),
+        }
+    };
+    let addr = nodes[i].http();
+    let who = if known == Some(i) {
+        format!("leader {}", nodes[i].name)
+    } else {
+        nodes[i].name.clone()
+    };
+    let what = match set(&addr, offset) {
+        None => format!(
+            "clock {who} {offset:+} ms (within max_clock_skew {MAX_CLOCK_SKEW_MS} ms){}",
+            if offset > 0 {
+                ", stepped back to true time at the end"
+            } else {
+                ", back to true time at the end"
+            }
+        ),
+        Some(e) => format!("clock {who}: {e}"),
+    };
+    let undo: Undo = Box::new(move |_: &mut [Node]| set(&addr, 0));
+    (what, undo, vec![i])
 }
 
 /// Whether the raft leader (as the nodes other than `f` name it) purged its log past `f`'s
@@ -1553,6 +1630,7 @@ fn inject(
             let fw = firewall.context("the firewall exists for laggers")?;
             lagger(nodes, rng, fw, backend, bin, logs)?
         }
+        Fault::Clock => clock(nodes, rng, backend),
     };
     Ok(Injected {
         what,
@@ -2017,10 +2095,24 @@ fn check(
 ) -> Vec<(String, Verdict)> {
     match options.backend {
         Backend::Raft => {
+            // With clock faults, a node judges expiry up to the largest offset away from the
+            // clients' clock: each window is that much wider.
+            let skew = if options.nemesis.contains(&Fault::Clock) {
+                CLOCK_OFFSET_MS
+            } else {
+                0
+            };
             let ops: Vec<linear::Op> = records
                 .iter()
                 .enumerate()
-                .map(|(id, r)| linear_op(id, r))
+                .map(|(id, r)| {
+                    let mut op = linear_op(id, r);
+                    op.clock_ms = (
+                        op.clock_ms.0.saturating_sub(skew),
+                        op.clock_ms.1.saturating_add(skew),
+                    );
+                    op
+                })
                 .collect();
             let mut by_key: BTreeMap<&str, Vec<linear::Op>> = BTreeMap::new();
             for op in &ops {
@@ -2189,6 +2281,24 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
         options.keys
     );
     let _ = writeln!(md, "- seed: {}", options.seed);
+    let _ = writeln!(
+        md,
+        "- clocks: {}",
+        if options.nemesis.contains(&Fault::Clock) {
+            format!(
+                "one node at a time {CLOCK_OFFSET_MS} ms ahead or behind at most, within the \
+                 nodes' max_clock_skew ({MAX_CLOCK_SKEW_MS} ms): every check is promised to \
+                 hold{}",
+                if options.backend == Backend::Raft {
+                    "; the checker widens each operation's clock window by that much"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            "true time on every node (no clock fault)".to_owned()
+        }
+    );
     let mut command = format!(
         "cargo xtask test-cluster --backend {} --nodes {} --time {}s --clients {} --keys {} --seed {}",
         match options.backend {
@@ -2331,7 +2441,8 @@ mod tests {
                 Fault::KillLeader,
                 Fault::Pause,
                 Fault::Membership,
-                Fault::Lagger
+                Fault::Lagger,
+                Fault::Clock
             ]
         );
         // Laggers need snapshots within a fault window.
@@ -2345,7 +2456,8 @@ mod tests {
                 Fault::Kill,
                 Fault::KillLeader,
                 Fault::Pause,
-                Fault::Lagger
+                Fault::Lagger,
+                Fault::Clock
             ]
         );
         assert_eq!(c.snapshot_threshold, None);

@@ -33,7 +33,7 @@ commands:
                  run every backend's benchmark (--quick: STORE_BENCH_QUICK=1); `raft` runs
                  only store.kv.raft against etcd (three node processes, three etcd processes)
   test-cluster [--backend raft|crdt] [--nodes 5] [--time 60s] [--clients 10] [--rate OPS]
-               [--keys 20] [--nemesis partition,kill,kill-leader,pause,lagger,membership|none|all] [--seed N]
+               [--keys 20] [--nemesis partition,kill,kill-leader,pause,lagger,clock,membership|none|all] [--seed N]
                [--out DIR] [--quick] [--negative-control] [--snapshot-threshold N]
                  a Jepsen-style run of real node processes in a private network namespace,
                  with faults; checks the history; exit 0 pass, 1 violation, 2 setup failure
@@ -200,12 +200,17 @@ fn ci() -> Result<()> {
                     "--backend",
                     "raft",
                     "--nemesis",
-                    "partition,kill,kill-leader,pause,lagger",
+                    "partition,kill,kill-leader,pause,lagger,clock",
                 ],
             ),
             (
                 "crdt",
-                &["--backend", "crdt", "--nemesis", "partition,kill,lagger"],
+                &[
+                    "--backend",
+                    "crdt",
+                    "--nemesis",
+                    "partition,kill,lagger,clock",
+                ],
             ),
             ("negative-control", &["--negative-control"]),
         ];

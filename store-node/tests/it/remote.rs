@@ -57,6 +57,49 @@ mod live {
         store
     }
 
+    /// An offset clock (clock faults): the node's stores read the system clock plus the offset
+    /// set over HTTP, and a bad offset is refused, naming the parameter.
+    #[tokio::test]
+    async fn an_offset_clock_moves_the_stores_time_both_ways() {
+        use std::time::{Duration, SystemTime};
+
+        use store_client::harness::set_clock_offset;
+        use store_core::{PutOptions, Store};
+
+        let dir = TempDir::new("offset");
+        std::fs::create_dir_all(dir.join("registry")).expect("registry folder");
+        std::fs::write(
+            dir.join("node.yaml"),
+            "data_dir: ./data\nregistry:\n  - ./registry\n",
+        )
+        .expect("node.yaml");
+        std::fs::write(dir.join("registry/r.yaml"), MEMORY).expect("registry");
+        let node = NodeProcess::start(
+            Path::new(BIN),
+            dir.path(),
+            &[("STORE_NODE_TEST_CLOCK_OFFSET", "1")],
+        )
+        .expect("a node with an offset clock");
+        let addr = node.addr().to_owned();
+        let store = node.client().unwrap().store("t:s").await.unwrap();
+        let ttl = PutOptions::new().ttl(Duration::from_secs(60));
+        let deadline = |entry: store_core::Entry| {
+            entry
+                .expires_at
+                .unwrap()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+        };
+        assert_eq!(set_clock_offset(&addr, 3_600_000).unwrap(), 200);
+        let ahead = deadline(store.put("k", "v".into(), ttl).await.unwrap());
+        assert!(ahead > Duration::from_secs(3_600), "{ahead:?}");
+        assert_eq!(set_clock_offset(&addr, -30_000).unwrap(), 200);
+        let behind = deadline(store.put("k", "v".into(), ttl).await.unwrap());
+        assert!(behind < Duration::from_secs(31), "{behind:?}");
+        let far = 400 * 24 * 3_600_000_i64;
+        assert_eq!(set_clock_offset(&addr, far).unwrap(), 400);
+    }
+
     pub(super) const MEMORY: &str = "\
 namespace: t
 entries:
