@@ -22,6 +22,12 @@
 //!   frames with request ids (many requests in flight), mutual HMAC-SHA256 challenge-response on
 //!   the cluster secret before anything else, then every frame sealed (ChaCha20-Poly1305, keys
 //!   per connection and direction, sequence numbers as nonces: nothing forged or replayed opens).
+//! - **Identity**: every data folder has a random incarnation and the leader records the
+//!   cluster id and each member's incarnation in the state machine; a peer of another cluster, or
+//!   a member whose folder was wiped (it lost its vote and could vote twice in a term), is refused
+//!   by every node until it is removed and added back as a new member.
+//! - **Snapshot installs** fill a second state tree and swap it in: a read sees the state before
+//!   or after, never a tree half replaced.
 //!
 //! ```no_run
 //! # async fn demo() -> store_core::Result<()> {
