@@ -1390,15 +1390,7 @@ fn incarnation(db: &sled::Db) -> Result<u64> {
 /// incarnation of each member that has none recorded (its own; a peer's as it claimed in its
 /// last handshake with this node). See [`Command::Identities`].
 async fn record_identities(inner: Weak<Inner>, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        if !matches!(inner.leader(), Leader::Me) {
-            continue;
-        }
+    while let Some(inner) = leading_tick(&inner, every, &mut stop).await {
         let incarnations: Vec<(String, u64)> = inner
             .current_members()
             .into_iter()
@@ -1461,17 +1453,27 @@ async fn watch_leadership(inner: Weak<Inner>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// On the leader, proposes the removal of expired keys every `every`.
-async fn cleanup_loop(inner: Weak<Inner>, every: Duration, mut stop: watch::Receiver<bool>) {
+/// The next tick, every `every`, at which this node leads; `None` once the engine stops.
+async fn leading_tick(
+    inner: &Weak<Inner>,
+    every: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Arc<Inner>> {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return None,
         }
-        let Some(inner) = inner.upgrade() else { return };
-        if !matches!(inner.leader(), Leader::Me) {
-            continue;
+        let inner = inner.upgrade()?;
+        if matches!(inner.leader(), Leader::Me) {
+            return Some(inner);
         }
+    }
+}
+
+/// On the leader, proposes the removal of expired keys every `every`.
+async fn cleanup_loop(inner: Weak<Inner>, every: Duration, mut stop: watch::Receiver<bool>) {
+    while let Some(inner) = leading_tick(&inner, every, &mut stop).await {
         let now = inner.local_now();
         let keys = match inner.sm.expired(now, CLEANUP_BATCH) {
             Ok(keys) => keys,
