@@ -822,8 +822,12 @@ impl Http {
                 };
                 let version = header("x-store-version");
                 let expires = header("x-store-expires-at");
-                let body = response.into_body().read_to_vec().unwrap_or_default();
-                Answer::Reply(status, version, expires, body)
+                // A body cut off (the node killed while it was sent) is an answer lost, never
+                // an empty value.
+                match response.into_body().read_to_vec() {
+                    Ok(body) => Answer::Reply(status, version, expires, body),
+                    Err(_) => Answer::Lost,
+                }
             }
             Ok(Err(ureq::Error::ConnectionFailed | ureq::Error::HostNotFound)) => Answer::NotSent,
             Ok(Err(ureq::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
