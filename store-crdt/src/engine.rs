@@ -312,6 +312,19 @@ impl Shared {
             if store_core::backend::validate::key(&u.key).is_err() {
                 continue;
             }
+            if store_core::backend::fault::injected(store_core::backend::fault::DROP_CRDT_MERGE) {
+                // The defect: the same writes are ignored every time they come.
+                let m = &u.reg.marker;
+                let chosen = crate::state::hash_bytes(&[
+                    u.key.as_bytes(),
+                    &m.ms.to_be_bytes(),
+                    &m.logical.to_be_bytes(),
+                    &m.node.to_be_bytes(),
+                ]);
+                if chosen.is_multiple_of(4) {
+                    continue;
+                }
+            }
             let space = self.state.space(&u.ns);
             match self
                 .state

@@ -602,9 +602,27 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// The variable naming the defect a negative control injects (feature `fault-injection`).
+const FAULT_VAR: &str = "STORE_NODE_FAULT";
+
+/// Turns on the defect `STORE_NODE_FAULT` names, if it names one: refused (the node does not
+/// start) for an unknown name, or in a build without the `fault-injection` feature, so a
+/// negative control never runs a sound node by mistake.
+fn inject_fault() -> anyhow::Result<()> {
+    let Some(name) = std::env::var_os(FAULT_VAR) else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy();
+    store_core::backend::fault::inject(&name).map_err(|e| anyhow::anyhow!("{FAULT_VAR}: {e}"))?;
+    let what = store_core::backend::fault::describe(&name).unwrap_or_default();
+    tracing::warn!("fault injection: {name} ({what}); this node breaks its promises on purpose");
+    Ok(())
+}
+
 /// Runs the node until SIGINT or SIGTERM; then stops accepting, finishes requests in flight,
 /// stops timers and closes databases.
 pub(crate) async fn serve(config: &NodeConfig, bind: Option<String>) -> anyhow::Result<()> {
+    inject_fault()?;
     let context = config.context();
     #[cfg(feature = "test-clock")]
     let test_clock = crate::test_clock::from_env()?;

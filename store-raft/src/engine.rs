@@ -11,6 +11,7 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use store_core::backend::fault;
 use store_core::{Error, Result, SharedClock, system_clock};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -896,10 +897,10 @@ impl Inner {
                 "the raft engine stopped with the write in flight",
             )
             .indeterminate())),
-            Err(_) => Try::Done(Err(Error::write_timeout(format!(
+            Err(_) => Try::Done(Err(maybe_applied(Error::write_timeout(format!(
                 "no quorum acknowledged the write within {:?}; it may still be applied",
                 self.request_timeout
-            )))),
+            ))))),
         }
     }
 
@@ -918,16 +919,21 @@ impl Inner {
             commands,
         };
         let failed = |e: Error| -> Vec<Try<Response>> {
+            let e = maybe_applied(e);
             (0..replies.len())
                 .map(|_| Try::Done(Err(e.clone())))
                 .collect()
         };
-        let outcomes = match tokio::time::timeout(
-            self.request_timeout,
-            self.raft.client_write(request),
-        )
-        .await
-        {
+        if fault::injected(fault::ACK_BEFORE_QUORUM) && request.commands.iter().all(unconditional) {
+            self.answer_before_quorum(request, replies).await;
+            return;
+        }
+        let patience = if fault::injected(fault::FAIL_MAYBE_APPLIED) {
+            self.request_timeout.min(Duration::from_millis(300))
+        } else {
+            self.request_timeout
+        };
+        let outcomes = match tokio::time::timeout(patience, self.raft.client_write(request)).await {
             Err(_) => failed(Error::write_timeout(format!(
                 "no quorum acknowledged the write within {:?}; it may still be applied",
                 self.request_timeout
@@ -963,6 +969,64 @@ impl Inner {
         }
     }
 
+    /// The defect [`fault::ACK_BEFORE_QUORUM`]: proposes `request` and answers its writers as
+    /// soon as this node's own log holds it (or after a second), with the entry's index there
+    /// as the version, while the entry goes on to a quorum, or not, unwatched.
+    async fn answer_before_quorum(
+        &self,
+        request: Request,
+        replies: Vec<oneshot::Sender<Try<Response>>>,
+    ) {
+        let mut metrics = self.raft.metrics();
+        let after = metrics.borrow().last_log_index.unwrap_or(0);
+        let wanted = postcard::to_allocvec(&request).unwrap_or_default();
+        let stamp = request.stamp_ms;
+        let ttls: Vec<Option<u64>> = request
+            .commands
+            .iter()
+            .map(|c| match c {
+                Command::Write { ttl_ms, .. } => *ttl_ms,
+                _ => None,
+            })
+            .collect();
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            let _ = raft.client_write(request).await;
+        });
+        let until = Instant::now() + Duration::from_secs(1);
+        let version = loop {
+            if let Some(index) = self.index_in_log(after, &wanted) {
+                break index;
+            }
+            if Instant::now() >= until {
+                break metrics.borrow().last_log_index.unwrap_or(0);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(20), metrics.changed()).await;
+        };
+        for (reply, ttl) in replies.into_iter().zip(ttls) {
+            let _ = reply.send(Try::Done(Ok(Response::Written {
+                version,
+                expires_at: ttl.map(|t| stamp.saturating_add(t)),
+            })));
+        }
+    }
+
+    /// The index of the entry after `after` in this node's log whose request encodes to
+    /// `wanted`, if the log holds it.
+    fn index_in_log(&self, after: u64, wanted: &[u8]) -> Option<u64> {
+        let log = self.db.open_tree("log").ok()?;
+        for item in log.range(after.saturating_add(1).to_be_bytes()..) {
+            let (_, bytes) = item.ok()?;
+            let entry: openraft::Entry<TypeConfig> = postcard::from_bytes(&bytes).ok()?;
+            if let openraft::EntryPayload::Normal(r) = &entry.payload
+                && postcard::to_allocvec(r).ok()?.as_slice() == wanted
+            {
+                return Some(entry.log_id.index);
+            }
+        }
+        None
+    }
+
     async fn forward_write(
         &self,
         addr: &str,
@@ -981,9 +1045,11 @@ impl Inner {
                 tracing::debug!(%why, "write not forwarded; retrying");
                 Try::Again
             }
-            Err(CallError::Lost(why)) => Try::Done(Err(Error::write_timeout(format!(
-                "the leader did not answer the forwarded write ({why}); it may or may not have been applied"
-            )))),
+            Err(CallError::Lost(why)) => {
+                Try::Done(Err(maybe_applied(Error::write_timeout(format!(
+                    "the leader did not answer the forwarded write ({why}); it may or may not have been applied"
+                )))))
+            }
         }
     }
 
@@ -1057,6 +1123,19 @@ impl Inner {
 
     /// The read index as the leader computes it: leadership confirmed by a quorum.
     async fn read_index_here(&self, deadline: Instant) -> Try<ReadIndex> {
+        if fault::injected(fault::STALE_LEASE_READ) {
+            // The defect: a lease nobody granted. What this node has applied, unconfirmed.
+            let applied = self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index);
+            return Try::Done(Ok(ReadIndex {
+                index: applied,
+                now_ms: self.now_ms(),
+            }));
+        }
         match tokio::time::timeout_at(deadline, self.raft.get_read_log_id()).await {
             Err(_) => Try::Done(Err(Error::timeout(format!(
                 "no quorum confirmed the leader within {:?}",
@@ -1298,6 +1377,27 @@ impl Inner {
             }
         }
     }
+}
+
+/// `e`, an error for a write that may still be applied, as the defect
+/// [`fault::FAIL_MAYBE_APPLIED`] answers it when it is on: a plain "not applied".
+fn maybe_applied(e: Error) -> Error {
+    if fault::injected(fault::FAIL_MAYBE_APPLIED) {
+        Error::unavailable("the write was not applied (fault injection: it may have been)")
+    } else {
+        e
+    }
+}
+
+/// A put without a condition: what [`fault::ACK_BEFORE_QUORUM`] answers early.
+fn unconditional(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Write {
+            condition: crate::types::Cond::Always,
+            ..
+        }
+    )
 }
 
 /// Packs the writes waiting on the leader into entries: up to [`MAX_BATCH`] writes of distinct

@@ -48,6 +48,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
+use store_core::backend::fault;
 use tokio::sync::watch;
 
 use crate::types::{Command, Cond, Member, NodeId, Request, Response, Responses, TypeConfig};
@@ -524,12 +525,19 @@ impl Shared {
                 if let Some(d) = expires_at {
                     writes.push((expiry_key(d, &key), Some(Vec::new())));
                 }
+                let version = match &old {
+                    // The defect: the same on every replica, as apply must be.
+                    Some(r) if index.is_multiple_of(8) && fault::injected(fault::REUSE_VERSION) => {
+                        r.version
+                    }
+                    _ => index,
+                };
                 writes.push((
                     data_key(&key),
-                    Some(Record::encode(index, expires_at, &value)),
+                    Some(Record::encode(version, expires_at, &value)),
                 ));
                 Response::Written {
-                    version: index,
+                    version,
                     expires_at,
                 }
             }

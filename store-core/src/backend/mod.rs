@@ -1,7 +1,9 @@
 //! Helpers for backend authors, not for users of a store: the argument checks every backend
 //! runs first ([`validate`]), the background timer behind `start`/`stop` ([`Periodic`], feature
-//! `tokio`), and buffers a store may keep ([`owned`]).
+//! `tokio`), buffers a store may keep ([`owned`]), and the defects the negative controls of
+//! the cluster tests inject on purpose ([`fault`], feature `fault-injection`).
 
+pub mod fault;
 #[cfg(feature = "tokio")]
 mod periodic;
 pub mod validate;
