@@ -30,6 +30,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const LAGGER_SNAPSHOT_THRESHOLD: u64 = 500;
 /// How long a lagger is kept away at most, waiting for the leader to purge past it.
 const LAGGER_PATIENCE: Duration = Duration::from_secs(20);
+/// How long an isolated leader's undo waits for the others to elect a new one (openraft 0.9
+/// can take 8 s: see ARCHITECTURE.md).
+const ISOLATION_PATIENCE: Duration = Duration::from_secs(20);
 /// The largest clock offset of the clock fault (ms): within the nodes' `max_clock_skew` (500 ms
 /// by default, which the runs keep), so every check is promised to hold.
 const CLOCK_OFFSET_MS: u64 = 400;
@@ -42,6 +45,16 @@ enum Backend {
     Crdt,
 }
 
+impl Backend {
+    /// As `--backend` takes it.
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Raft => "raft",
+            Backend::Crdt => "crdt",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
     Partition,
@@ -52,6 +65,9 @@ enum Fault {
     KillLeader,
     Pause,
     Membership,
+    /// The Raft leader, asked for by name, cut off from every other node (crdt: any one node):
+    /// it goes on believing it leads while the others elect a new one.
+    IsolateLeader,
     /// A follower cut off until it needs a snapshot (raft: until the leader purged its log past
     /// the follower's last entry), then let back, and half the time killed while the snapshot
     /// comes in and restarted at once (see [`lagger`]).
@@ -69,6 +85,7 @@ impl Fault {
             Fault::KillLeader => "kill-leader",
             Fault::Pause => "pause",
             Fault::Membership => "membership",
+            Fault::IsolateLeader => "isolate-leader",
             Fault::Lagger => "lagger",
             Fault::Clock => "clock",
         }
@@ -172,7 +189,8 @@ struct Options {
     nemesis: Vec<Fault>,
     seed: u64,
     out: Option<PathBuf>,
-    negative_control: bool,
+    /// The negative control to run, if any: a known defect the checks must catch.
+    negative_control: Option<Control>,
     /// raft: the nodes' `snapshot_threshold` (None: their default, 10 000).
     snapshot_threshold: Option<u64>,
 }
@@ -180,9 +198,110 @@ struct Options {
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
     [--rate OPS] [--keys 20]
-    [--nemesis partition,kill,kill-leader,pause,lagger,clock,membership|none|all]
+    [--nemesis partition,kill,kill-leader,pause,isolate-leader,lagger,clock,membership|none|all]
     [--seed N]
-    [--out DIR] [--quick] [--negative-control] [--snapshot-threshold N]";
+    [--out DIR] [--quick] [--snapshot-threshold N]
+    [--negative-control serializable-reads|ack-before-quorum|fail-maybe-applied|
+                        reuse-version|stale-lease-read|drop-crdt-merge]";
+
+/// A negative control: a run whose nodes break a promise on purpose, so that its checks must
+/// find a violation (a run that finds none fails: the checks or the workload are blind to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// The registry's `t:kv` reads serializably (from each node's own state) under partitions.
+    SerializableReads,
+    /// The defects of a `fault-injection` build, by name (`store_core::backend::fault`).
+    AckBeforeQuorum,
+    FailMaybeApplied,
+    ReuseVersion,
+    StaleLeaseRead,
+    DropCrdtMerge,
+}
+
+impl Control {
+    pub(crate) const ALL: [Control; 6] = [
+        Control::SerializableReads,
+        Control::AckBeforeQuorum,
+        Control::FailMaybeApplied,
+        Control::ReuseVersion,
+        Control::StaleLeaseRead,
+        Control::DropCrdtMerge,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Control::SerializableReads => "serializable-reads",
+            Control::AckBeforeQuorum => "ack-before-quorum",
+            Control::FailMaybeApplied => "fail-maybe-applied",
+            Control::ReuseVersion => "reuse-version",
+            Control::StaleLeaseRead => "stale-lease-read",
+            Control::DropCrdtMerge => "drop-crdt-merge",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self> {
+        Control::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .with_context(|| {
+                let names: Vec<&str> = Control::ALL.iter().map(|c| c.name()).collect();
+                format!(
+                    "--negative-control {name:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// The defect the nodes run with (`STORE_NODE_FAULT`), if the control is one.
+    fn defect(self) -> Option<&'static str> {
+        match self {
+            Control::SerializableReads => None,
+            other => Some(other.name()),
+        }
+    }
+
+    /// What the control breaks, for the report.
+    fn breaks(self) -> &'static str {
+        match self {
+            Control::SerializableReads => {
+                "the `kv` store reads serializably, from each node's own state"
+            }
+            Control::AckBeforeQuorum => {
+                "the leader acknowledges a put once its own log holds it, before a quorum does"
+            }
+            Control::FailMaybeApplied => {
+                "a write that may still be applied is answered as a plain failure (and the leader \
+                 gives a write 300 ms)"
+            }
+            Control::ReuseVersion => {
+                "one write in eight of an existing key keeps the key's old version"
+            }
+            Control::StaleLeaseRead => {
+                "a node that believes it leads serves linearizable reads without asking a quorum"
+            }
+            Control::DropCrdtMerge => "every node ignores one in four registers its peers send",
+        }
+    }
+
+    fn backend(self) -> Backend {
+        match self {
+            Control::DropCrdtMerge => Backend::Crdt,
+            _ => Backend::Raft,
+        }
+    }
+
+    /// The faults that expose the defect.
+    fn nemesis(self) -> Vec<Fault> {
+        match self {
+            Control::SerializableReads => vec![Fault::Partition],
+            Control::StaleLeaseRead => vec![Fault::IsolateLeader],
+            Control::AckBeforeQuorum => vec![Fault::KillLeader, Fault::IsolateLeader],
+            Control::FailMaybeApplied => vec![Fault::KillLeader, Fault::Pause],
+            // Wrong with or without faults.
+            Control::ReuseVersion | Control::DropCrdtMerge => Vec::new(),
+        }
+    }
+}
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
@@ -197,13 +316,15 @@ fn parse(args: &[String]) -> Result<Options> {
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
         out: None,
-        negative_control: false,
+        negative_control: None,
         snapshot_threshold: None,
     };
     let mut nemesis = "all".to_owned();
     let mut quick = false;
     let mut nodes_given = false;
     let mut time_given = false;
+    let mut backend_given = false;
+    let mut nemesis_given = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| {
@@ -213,6 +334,7 @@ fn parse(args: &[String]) -> Result<Options> {
         };
         match flag.as_str() {
             "--backend" => {
+                backend_given = true;
                 o.backend = match value("--backend")?.as_str() {
                     "raft" => Backend::Raft,
                     "crdt" => Backend::Crdt,
@@ -237,7 +359,10 @@ fn parse(args: &[String]) -> Result<Options> {
                     })?);
             }
             "--keys" => o.keys = count("--keys", &value("--keys")?, 1, 10_000)?,
-            "--nemesis" => nemesis = value("--nemesis")?,
+            "--nemesis" => {
+                nemesis_given = true;
+                nemesis = value("--nemesis")?;
+            }
             "--seed" => {
                 let v = value("--seed")?;
                 o.seed = v
@@ -246,7 +371,9 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             "--out" => o.out = Some(PathBuf::from(value("--out")?)),
             "--quick" => quick = true,
-            "--negative-control" => o.negative_control = true,
+            "--negative-control" => {
+                o.negative_control = Some(Control::parse(&value("--negative-control")?)?);
+            }
             "--snapshot-threshold" => {
                 let v = value("--snapshot-threshold")?;
                 o.snapshot_threshold =
@@ -265,18 +392,33 @@ fn parse(args: &[String]) -> Result<Options> {
             o.time = Duration::from_secs(30);
         }
     }
-    if o.negative_control && o.backend != Backend::Raft {
-        bail!("--negative-control runs the raft workload; drop --backend crdt");
-    }
-    o.nemesis = parse_nemesis(&nemesis, o.backend)?;
-    if o.negative_control {
-        // The control's fault is partitions: what makes serializable reads stale.
-        o.nemesis = vec![Fault::Partition];
+    if let Some(control) = o.negative_control {
+        // A control's backend and faults are its own: those that expose its defect.
+        if backend_given && o.backend != control.backend() {
+            bail!(
+                "--negative-control {} runs the {} backend; drop --backend",
+                control.name(),
+                control.backend().name()
+            );
+        }
+        if nemesis_given {
+            bail!(
+                "--negative-control {} picks its own faults; drop --nemesis",
+                control.name()
+            );
+        }
+        o.backend = control.backend();
+        o.nemesis = control.nemesis();
+    } else {
+        o.nemesis = parse_nemesis(&nemesis, o.backend)?;
     }
     if o.nodes < 2
-        && o.nemesis
-            .iter()
-            .any(|f| matches!(f, Fault::Partition | Fault::Membership | Fault::Lagger))
+        && o.nemesis.iter().any(|f| {
+            matches!(
+                f,
+                Fault::Partition | Fault::IsolateLeader | Fault::Membership | Fault::Lagger
+            )
+        })
     {
         bail!(
             "--nodes {}: partitions, laggers and membership changes need at least 2 nodes; \
@@ -315,6 +457,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
                     Fault::Kill,
                     Fault::KillLeader,
                     Fault::Pause,
+                    Fault::IsolateLeader,
                     Fault::Lagger,
                     Fault::Clock,
                 ]);
@@ -326,6 +469,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "kill" => out.push(Fault::Kill),
             "kill-leader" => out.push(Fault::KillLeader),
             "pause" => out.push(Fault::Pause),
+            "isolate-leader" => out.push(Fault::IsolateLeader),
             "lagger" => out.push(Fault::Lagger),
             "clock" => out.push(Fault::Clock),
             "membership" if backend == Backend::Crdt => bail!(
@@ -334,8 +478,8 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             ),
             "membership" => out.push(Fault::Membership),
             other => bail!(
-                "--nemesis {other:?}: expected partition, kill, kill-leader, pause, lagger, \
-                 clock, membership, none or all"
+                "--nemesis {other:?}: expected partition, kill, kill-leader, pause, \
+                 isolate-leader, lagger, clock, membership, none or all"
             ),
         }
     }
@@ -420,7 +564,7 @@ fn needs_firewall(options: &Options) -> bool {
     options
         .nemesis
         .iter()
-        .any(|f| matches!(f, Fault::Partition | Fault::Lagger))
+        .any(|f| matches!(f, Fault::Partition | Fault::IsolateLeader | Fault::Lagger))
 }
 
 fn cannot_isolate() -> Option<String> {
@@ -485,6 +629,20 @@ fn run_outside(args: &[String], options: &Options) -> Result<ExitCode> {
     // the release build.
     let bin = match std::env::var_os("STORE_NODE_BIN") {
         Some(path) => PathBuf::from(path),
+        // A defect needs a `fault-injection` build, which is a debug build only (the release
+        // profile refuses the feature): the one `cargo xtask ci` tests.
+        None if options.negative_control.and_then(Control::defect).is_some() => {
+            println!("==> cargo build -p store-node --features test-clock,fault-injection");
+            let status = crate::cargo()
+                .args(["build", "-p", "store-node"])
+                .args(["--features", "test-clock,fault-injection"])
+                .status()
+                .context("cannot run cargo")?;
+            if !status.success() {
+                bail!("building store-node failed");
+            }
+            crate::root().join("target/debug/store-node")
+        }
         // Clock faults need the offset clock of a `test-clock` build: built apart, so the
         // release binary in target/release never has it.
         None if options.nemesis.contains(&Fault::Clock) => {
@@ -599,6 +757,8 @@ struct Node {
     ip: Ipv4Addr,
     dir: PathBuf,
     child: Option<Child>,
+    /// The defect it runs with (`STORE_NODE_FAULT`), for a negative control.
+    defect: Option<&'static str>,
 }
 
 impl Node {
@@ -613,7 +773,8 @@ impl Node {
             .open(log)
             .with_context(|| format!("cannot open {}", log.display()))?;
         use std::os::unix::process::CommandExt as _;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             // Its own process group: Ctrl-C reaches the run, which stops the nodes itself.
             .process_group(0)
             .args(["serve", "--config"])
@@ -621,7 +782,11 @@ impl Node {
             .env("TEST_CLUSTER_SECRET", SECRET)
             // A `test-clock` build reads the system clock plus an offset the clock fault sets;
             // any other build ignores it.
-            .env("STORE_NODE_TEST_CLOCK_OFFSET", "1")
+            .env("STORE_NODE_TEST_CLOCK_OFFSET", "1");
+        if let Some(defect) = self.defect {
+            command.env("STORE_NODE_FAULT", defect);
+        }
+        let child = command
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -647,7 +812,8 @@ impl Node {
 }
 
 fn write_configs(options: &Options, nodes: &[Node]) -> Result<()> {
-    let registry = match (options.backend, options.negative_control) {
+    let serializable = options.negative_control == Some(Control::SerializableReads);
+    let registry = match (options.backend, serializable) {
         // `local` is the same data read from the node's own state machine: the final phase
         // compares the nodes through it.
         (Backend::Raft, false) => {
@@ -1172,6 +1338,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
             ip: Ipv4Addr::new(127, 0, 0, i as u8 + 1),
             dir: out.join("data").join(format!("n{}", i + 1)),
             child: None,
+            defect: options.negative_control.and_then(Control::defect),
         })
         .collect();
     write_configs(options, &nodes)?;
@@ -1187,6 +1354,24 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                 "node {a} did not become healthy within 60 s; see {}",
                 logs.display()
             );
+        }
+    }
+    if let Some(defect) = options.negative_control.and_then(Control::defect) {
+        // A node logs the defect it runs with; one that does not is not breaking anything.
+        let line = format!("fault injection: {defect}");
+        for node in &nodes {
+            let log = logs.join(format!("{}.log", node.name));
+            if !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(&line)
+            {
+                bail!(
+                    "{} does not run the defect {defect:?} (no {line:?} in {}): not a \
+                     fault-injection build?",
+                    node.name,
+                    log.display()
+                );
+            }
         }
     }
     println!(
@@ -1575,6 +1760,10 @@ fn inject(
             (what, undo, hit)
         }
         Fault::KillLeader => kill_leader(nodes, rng, bin, logs),
+        Fault::IsolateLeader => {
+            let fw = firewall.context("the firewall exists for partitions")?;
+            isolate_leader(nodes, rng, fw, backend)?
+        }
         Fault::Kill => {
             let (target, when) = if rng.below(2) == 0 {
                 (Target::for_kill(rng), Restart::Fast(fast_restart(rng)))
@@ -1762,6 +1951,57 @@ fn partition(nodes: &[Node], rng: &mut Rng, fw: &Firewall) -> Result<(String, Ve
     Ok((what, hit))
 }
 
+/// Cuts the Raft leader (a random node when none is known, and always for crdt) from every
+/// other node. Its undo (raft) first waits, for up to [`ISOLATION_PATIENCE`], until the others
+/// elected a new leader, and keeps the cut a second longer: only then is there a deposed
+/// leader that still believes it leads, next to a new one taking writes.
+fn isolate_leader(
+    nodes: &[Node],
+    rng: &mut Rng,
+    fw: &Firewall,
+    backend: Backend,
+) -> Result<(String, Undo, Vec<usize>)> {
+    let known = if backend == Backend::Raft {
+        leader(nodes)
+    } else {
+        None
+    };
+    let alone = known.unwrap_or_else(|| rng.below(nodes.len()));
+    let others: Vec<usize> = (0..nodes.len()).filter(|i| *i != alone).collect();
+    for &other in &others {
+        fw.cut(nodes[alone].ip, nodes[other].ip)?;
+    }
+    let name = nodes[alone].name.clone();
+    let what = match known {
+        Some(_) => format!("isolate leader {name}"),
+        None => format!("isolate {name} (no leader known)"),
+    };
+    let undo: Undo = Box::new(move |nodes: &mut [Node]| {
+        if known.is_none() {
+            return None;
+        }
+        let started = Instant::now();
+        loop {
+            let seen = leader_name(nodes.iter().filter(|n| n.index != alone));
+            if let Some(new) = seen.filter(|l| *l != name) {
+                std::thread::sleep(Duration::from_secs(1));
+                return Some(format!(
+                    "{new} led the others {:.1} s into the wait",
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            if started.elapsed() >= ISOLATION_PATIENCE {
+                return Some(format!(
+                    "NO new leader among the others within {} s",
+                    ISOLATION_PATIENCE.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    Ok((what, undo, (0..nodes.len()).collect()))
+}
+
 /// The node in neither side of a cut of `n` nodes (a bridge's), or the first if none.
 fn shape_bridge(n: usize, a: &[usize], b: &[usize]) -> usize {
     (0..n)
@@ -1808,16 +2048,21 @@ fn shape(
 
 /// The Raft leader, as the first node that answers knows it.
 fn leader(nodes: &[Node]) -> Option<usize> {
+    let name = leader_name(nodes)?;
+    nodes.iter().position(|m| m.name == name)
+}
+
+/// The name of the Raft leader, as the first of `asked` that answers knows it.
+fn leader_name<'a>(asked: impl IntoIterator<Item = &'a Node>) -> Option<String> {
     let http = Http::new(Duration::from_secs(1));
-    nodes.iter().find_map(|n| {
+    asked.into_iter().find_map(|n| {
         let Answer::Reply(200, _, _, body) =
             http.call("GET", &format!("http://{}/v1/cluster", n.http()), None)
         else {
             return None;
         };
         let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        let name = v["raft"]["leader"].as_str()?;
-        nodes.iter().position(|m| m.name == name)
+        v["raft"]["leader"].as_str().map(str::to_owned)
     })
 }
 
@@ -2274,10 +2519,9 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
         md,
         "- backend: {:?}{}, {} nodes, {} clients, {:?}, {} keys",
         options.backend,
-        if options.negative_control {
-            " (negative control: serializable reads under partitions)"
-        } else {
-            ""
+        match options.negative_control {
+            Some(c) => format!(" (negative control {}: {})", c.name(), c.breaks()),
+            None => String::new(),
         },
         options.nodes,
         options.clients,
@@ -2303,33 +2547,33 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
             "true time on every node (no clock fault)".to_owned()
         }
     );
+    // A control's backend and faults are its own.
+    let what = match options.negative_control {
+        Some(c) => format!("--negative-control {}", c.name()),
+        None => format!("--backend {}", options.backend.name()),
+    };
     let mut command = format!(
-        "cargo xtask test-cluster --backend {} --nodes {} --time {}s --clients {} --keys {} --seed {}",
-        match options.backend {
-            Backend::Raft => "raft",
-            Backend::Crdt => "crdt",
-        },
+        "cargo xtask test-cluster {what} --nodes {} --time {}s --clients {} --keys {} --seed {}",
         options.nodes,
         options.time.as_secs(),
         options.clients,
         options.keys,
         options.seed
     );
-    let nemesis: Vec<&str> = options.nemesis.iter().map(|f| f.name()).collect();
-    let _ = write!(
-        command,
-        " --nemesis {}",
-        if nemesis.is_empty() {
-            "none".to_owned()
-        } else {
-            nemesis.join(",")
-        }
-    );
+    if options.negative_control.is_none() {
+        let nemesis: Vec<&str> = options.nemesis.iter().map(|f| f.name()).collect();
+        let _ = write!(
+            command,
+            " --nemesis {}",
+            if nemesis.is_empty() {
+                "none".to_owned()
+            } else {
+                nemesis.join(",")
+            }
+        );
+    }
     if let Some(rate) = options.rate {
         let _ = write!(command, " --rate {rate}");
-    }
-    if options.negative_control {
-        command.push_str(" --negative-control");
     }
     if let Some(n) = options.snapshot_threshold {
         let _ = write!(command, " --snapshot-threshold {n}");
@@ -2389,6 +2633,35 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
     for (name, v) in verdicts {
         let _ = writeln!(md, "| {name} | {v} |");
     }
+    // A control passes when a check caught its defect: the report names which.
+    let caught: Vec<&str> = verdicts
+        .iter()
+        .filter(|(_, v)| matches!(v, Verdict::Fail(_)))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let control = options.negative_control.map(|c| {
+        if caught.is_empty() {
+            format!(
+                "negative control {}: NOT caught; no check found the defect ({}): the checks or \
+                 the workload are blind to it",
+                c.name(),
+                c.breaks()
+            )
+        } else {
+            format!(
+                "negative control {}: caught by {}",
+                c.name(),
+                caught
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    });
+    if let Some(line) = &control {
+        let _ = writeln!(md, "\n## Negative control\n\n{line}");
+    }
     std::fs::write(out.join("report.md"), &md)?;
     println!("\n| check | verdict |\n|---|---|");
     for (name, v) in verdicts {
@@ -2405,15 +2678,13 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
         println!("converged {:.1} s after the faults healed", t.as_secs_f64());
     }
     println!("report: {}", out.join("report.md").display());
-    let failed = verdicts.iter().any(|(_, v)| matches!(v, Verdict::Fail(_)));
     let all_pass = verdicts.iter().all(|(_, v)| *v == Verdict::Pass);
-    Ok(if options.negative_control {
-        if failed {
-            println!("negative control: the checker found the violation, as it must");
-            ExitCode::SUCCESS
-        } else {
-            println!("negative control: NO violation found; the checker or the workload is blind");
+    Ok(if let Some(line) = control {
+        println!("{line}");
+        if caught.is_empty() {
             ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
         }
     } else if all_pass {
         ExitCode::SUCCESS
@@ -2445,6 +2716,7 @@ mod tests {
                 Fault::KillLeader,
                 Fault::Pause,
                 Fault::Membership,
+                Fault::IsolateLeader,
                 Fault::Lagger,
                 Fault::Clock
             ]
@@ -2460,6 +2732,7 @@ mod tests {
                 Fault::Kill,
                 Fault::KillLeader,
                 Fault::Pause,
+                Fault::IsolateLeader,
                 Fault::Lagger,
                 Fault::Clock
             ]
@@ -2484,8 +2757,19 @@ mod tests {
                 .snapshot_threshold,
             Some(200)
         );
-        let n = parse(&args("--quick --negative-control")).unwrap();
+        let n = parse(&args("--quick --negative-control serializable-reads")).unwrap();
         assert_eq!(n.nemesis, [Fault::Partition]);
+        // Each control brings its backend and its faults.
+        let c = parse(&args("--negative-control drop-crdt-merge")).unwrap();
+        assert_eq!(
+            (c.backend, c.negative_control),
+            (Backend::Crdt, Some(Control::DropCrdtMerge))
+        );
+        for control in Control::ALL {
+            let o = parse(&args(&format!("--negative-control {}", control.name()))).unwrap();
+            assert_eq!(o.nemesis, control.nemesis(), "{}", control.name());
+            assert_eq!(o.backend, control.backend(), "{}", control.name());
+        }
         assert_eq!(
             parse(&args("--time 2m")).unwrap().time,
             Duration::from_secs(120)
@@ -2539,6 +2823,7 @@ mod tests {
                 ip: Ipv4Addr::new(127, 0, 0, 201),
                 dir: PathBuf::new(),
                 child: None,
+                defect: None,
             })
             .collect();
         let mut rng = Rng(3);
@@ -2606,7 +2891,16 @@ mod tests {
                 "--backend crdt --nemesis membership",
                 "no membership change",
             ),
-            ("--negative-control --backend crdt", "raft workload"),
+            (
+                "--negative-control reuse-version --backend crdt",
+                "runs the raft backend",
+            ),
+            (
+                "--negative-control stale-lease-read --nemesis kill",
+                "picks its own faults",
+            ),
+            ("--negative-control chaos", "--negative-control \"chaos\""),
+            ("--negative-control", "needs a value"),
             ("--frobnicate", "unknown flag"),
             ("--seed", "needs a value"),
             ("--snapshot-threshold 0", "--snapshot-threshold \"0\""),
