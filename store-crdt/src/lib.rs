@@ -25,6 +25,10 @@
 //!   under a key derived from it; a message without it is refused. Outgoing connections leave
 //!   from the node's bind address.
 //!
+//! Feature `fault-injection` (debug builds only) compiles in the `drop-crdt-merge` defect of the
+//! cluster tests' negative controls (`store_core::backend::fault`); it stays off unless a node
+//! turns it on.
+//!
 //! ```no_run
 //! # async fn demo() -> store_core::Result<()> {
 //! use store_core::Store;

@@ -29,6 +29,9 @@
 //! - **Snapshot installs** fill a second state tree and swap it in: a read sees the state before
 //!   or after, never a tree half replaced.
 //!
+//! Feature `fault-injection` (debug builds only) compiles in the defects of the cluster tests'
+//! negative controls (`store_core::backend::fault`); they stay off unless a node turns one on.
+//!
 //! ```no_run
 //! # async fn demo() -> store_core::Result<()> {
 //! use std::collections::BTreeMap;

@@ -898,6 +898,9 @@ struct Record {
     /// The wall clock (Unix ms, the nodes' clock too) just before sending and just after the
     /// answer: the window in which the cluster judged expiry.
     clock_ms: (u64, u64),
+    /// For a read that was part of a list: the list's prefix (every key under it that the page
+    /// covered is one such read, present or absent, with the list's times).
+    list: Option<String>,
 }
 
 /// The wall clock in Unix ms.
@@ -929,6 +932,49 @@ fn id_of(body: &[u8]) -> String {
         },
         _ => text.into_owned(),
     }
+}
+
+/// The reads a list answer stands for: one per key of the run's key space under the list's
+/// prefix that the page covers, with the value and version listed, or absent; none when the
+/// answer does not parse (the list then counts as failed).
+fn list_reads(list: &Record, body: &[u8], keys: usize) -> Vec<Record> {
+    use base64::Engine as _;
+    let Ok(page) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let (Some(items), Some(has_more)) = (page["items"].as_array(), page["has_more"].as_bool())
+    else {
+        return Vec::new();
+    };
+    let mut listed = BTreeMap::new();
+    for item in items {
+        let (Some(key), Some(value), Some(version)) = (
+            item["key"].as_str(),
+            item["value"].as_str(),
+            item["version"].as_u64(),
+        ) else {
+            return Vec::new();
+        };
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value) else {
+            return Vec::new();
+        };
+        listed.insert(key.to_owned(), (id_of(&bytes), version));
+    }
+    let prefix = list.list.clone().unwrap_or_default();
+    // A page that has more covers the keys up to its cursor only.
+    let cursor = page["cursor"].as_str().map(str::to_owned);
+    (0..keys)
+        .map(|k| format!("k{k}"))
+        .filter(|k| k.starts_with(&prefix))
+        .filter(|k| !has_more || cursor.as_ref().is_some_and(|c| k <= c))
+        .map(|key| Record {
+            key: key.clone(),
+            call: "read",
+            outcome: "ok",
+            read: listed.get(&key).cloned(),
+            ..list.clone()
+        })
+        .collect()
 }
 
 /// What ends a fault (restart the node, resume it, add it back, …); a note for the report when
@@ -1083,6 +1129,7 @@ fn client(
             expires_at: None,
             ttl_ms: None,
             clock_ms: (0, 0),
+            list: None,
         };
         let value = format!("v{}", shared.next_value.fetch_add(1, Ordering::Relaxed));
         // Raft: one write in a hundred carries a large value (64 KiB to just under the 1 MiB
@@ -1094,7 +1141,15 @@ fn client(
         };
         let ttl_ms = (rng.below(4) == 0).then(|| 1_000 + rng.below(2_001) as u64);
         let ttl = |ttl_ms: u64| format!("ttl={}ms", ttl_ms);
+        // A list of the keys under a prefix (`k1`: k1, k10-k19): one read of each key it covers.
+        let prefix = format!("k{}", rng.below(10));
+        let list_url = format!("http://{addr}/v1/stores/t:kv/keys?prefix={prefix}&limit=1000");
         let (method, target, body): (&str, String, Option<Vec<u8>>) = match options.backend {
+            Backend::Raft | Backend::Crdt if roll < 5 => {
+                r.call = "list";
+                r.list = Some(prefix.clone());
+                ("GET", list_url, None)
+            }
             Backend::Raft if roll < 40 => ("GET", url, None),
             Backend::Raft if roll < 62 => {
                 r.call = "write";
@@ -1156,7 +1211,13 @@ fn client(
                 // The node is down (killed): try again soon, not in a tight loop.
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Answer::Lost => r.outcome = if r.call == "read" { "fail" } else { "unknown" },
+            Answer::Lost => {
+                r.outcome = if matches!(r.call, "read" | "list") {
+                    "fail"
+                } else {
+                    "unknown"
+                }
+            }
             Answer::Reply(status, version, expires, body) => match (r.call, status) {
                 ("read", 200) => {
                     r.outcome = "ok";
@@ -1168,7 +1229,28 @@ fn client(
                     let _ = expires;
                 }
                 ("read", 404) => r.outcome = "ok",
-                ("read", _) => r.outcome = "fail",
+                ("read" | "list", _) if status != 200 => r.outcome = "fail",
+                ("list", _) => {
+                    let reads = list_reads(&r, &body, options.keys);
+                    for read in &reads {
+                        if let Some((_, version)) = &read.read {
+                            seen.insert(read.key.clone(), *version);
+                        }
+                    }
+                    r.outcome = if reads.is_empty() { "fail" } else { "ok" };
+                    let slot = usize::from(reads.is_empty());
+                    shared.counts[slot].fetch_add(1, Ordering::Relaxed);
+                    let mut records = shared
+                        .records
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if reads.is_empty() {
+                        records.push(r);
+                    } else {
+                        records.extend(reads);
+                    }
+                    continue;
+                }
                 ("write" | "cas" | "if_absent", 200) => {
                     r.outcome = "ok";
                     let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
@@ -1977,9 +2059,8 @@ fn isolate_leader(
         None => format!("isolate {name} (no leader known)"),
     };
     let undo: Undo = Box::new(move |nodes: &mut [Node]| {
-        if known.is_none() {
-            return None;
-        }
+        // Gossip has no leader to depose.
+        known?;
         let started = Instant::now();
         loop {
             let seen = leader_name(nodes.iter().filter(|n| n.index != alone));
@@ -2236,6 +2317,7 @@ fn settle_raft(
                 expires_at: None,
                 ttl_ms: None,
                 clock_ms,
+                list: None,
             });
         }
         let local = final_reads(options, addrs, "t:local");
@@ -2324,6 +2406,7 @@ fn write_history(out: &Path, records: &[Record], windows: &[Window]) -> Result<(
             "complete_ns": r.complete, "outcome": r.outcome, "read": r.read,
             "version": r.version, "deleted": r.deleted, "refusal": r.refusal,
             "expires_at": r.expires_at, "ttl_ms": r.ttl_ms, "clock_ms": r.clock_ms,
+            "list": r.list,
         });
         writeln!(f, "{line}")?;
     }
@@ -2878,6 +2961,58 @@ mod tests {
         assert_eq!(value_of("v7", 0), b"v7");
         let torn = id_of(&v[..65_536]);
         assert!(torn.starts_with("<torn: 65536 bytes of v12"), "{torn}");
+    }
+
+    #[test]
+    fn a_list_stands_for_one_read_of_each_key_it_covers() {
+        let list = Record {
+            process: 3,
+            node: 1,
+            key: "k1".into(),
+            call: "list",
+            value: None,
+            expected: None,
+            invoke: 10,
+            complete: 20,
+            outcome: "unknown",
+            read: None,
+            version: None,
+            deleted: None,
+            refusal: None,
+            expires_at: None,
+            ttl_ms: None,
+            clock_ms: (1, 2),
+            list: Some("k1".into()),
+        };
+        // "djEy" is base64 of "v12".
+        let body = br#"{"items":[{"key":"k10","value":"djEy","version":7,"expires_at":null}],"cursor":"k10","has_more":false}"#;
+        let reads = list_reads(&list, body, 12);
+        let got: Vec<(&str, Option<(String, u64)>)> = reads
+            .iter()
+            .map(|r| (r.key.as_str(), r.read.clone()))
+            .collect();
+        // k1 and k11 are absent; k10 holds v12.
+        assert_eq!(
+            got,
+            [
+                ("k1", None),
+                ("k10", Some(("v12".into(), 7))),
+                ("k11", None)
+            ]
+        );
+        assert!(reads.iter().all(|r| r.call == "read"
+            && (r.invoke, r.complete, r.process) == (10, 20, 3)
+            && r.list.as_deref() == Some("k1")));
+        // A page with more covers the keys up to its cursor only.
+        let body = br#"{"items":[{"key":"k10","value":"djEy","version":7,"expires_at":null}],"cursor":"k10","has_more":true}"#;
+        let keys: Vec<String> = list_reads(&list, body, 12)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, ["k1", "k10"]);
+        // An answer that does not parse stands for nothing.
+        assert!(list_reads(&list, b"{\"items\":[{\"key\":\"k1\"}]}", 12).is_empty());
+        assert!(list_reads(&list, b"not json", 12).is_empty());
     }
 
     #[test]
