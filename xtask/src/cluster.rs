@@ -38,6 +38,14 @@ const ISOLATION_PATIENCE: Duration = Duration::from_secs(20);
 const CLOCK_OFFSET_MS: u64 = 400;
 /// The nodes' `max_clock_skew`, as the run configures it (the default).
 const MAX_CLOCK_SKEW_MS: u64 = 500;
+/// The widening of an operation's clock window where expiry is not promised: a year.
+const UNBOUNDED_SKEW_MS: u64 = 365 * 24 * 3600 * 1000;
+/// The range of a clock fault's offset beyond `max_clock_skew` (ms).
+const CLOCK_BEYOND_MS: (u64, u64) = (700, 1500);
+/// How long after a clock fault beyond the bound ended, besides the offset itself, expiry is
+/// still not promised: a leader that stamped entries ahead leaves the state machine's clock
+/// ahead until true time catches up, and a failover meanwhile waits `max_clock_skew` more.
+const BEYOND_AFTERMATH: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -989,6 +997,8 @@ struct Window {
     end: u64,
     /// The nodes the fault acted on.
     nodes: Vec<usize>,
+    /// A clock fault beyond `max_clock_skew`: the offset (ms).
+    beyond_ms: Option<u64>,
 }
 
 struct Http {
@@ -1524,6 +1534,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                 undo,
                 over,
                 hit,
+                beyond_ms,
             } = inject(
                 fault,
                 &mut nodes,
@@ -1537,6 +1548,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                 start,
                 end: 0,
                 nodes: hit,
+                beyond_ms,
             };
             active = Some((now + length, window, undo));
             if over {
@@ -1620,7 +1632,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
     write_history(&out, &records, &windows)?;
     let length = shared.now();
     let checking = Instant::now();
-    let mut verdicts = check(options, &records, &finals);
+    let mut verdicts = check(options, &records, &finals, &windows);
     if let Some(v) = replicas {
         verdicts.push(("every node holds the final state".into(), v));
     }
@@ -1736,15 +1748,31 @@ fn lagger(
     Ok((format!("lagger {}", nodes[f].name), undo, vec![f]))
 }
 
-/// Sets one node's clock (the raft leader half the time) 100 ms to [`CLOCK_OFFSET_MS`] ahead or
-/// behind; the undo sets it back to true time, a step back when it was ahead.
-fn clock(nodes: &[Node], rng: &mut Rng, backend: Backend) -> (String, Undo, Vec<usize>) {
+/// Sets one node's clock (the raft leader half the time) ahead or behind: two times in three by
+/// 100 ms to [`CLOCK_OFFSET_MS`], within the nodes' `max_clock_skew`; else by
+/// [`CLOCK_BEYOND_MS`], beyond it (returned: the offset). The undo sets it back to true time, a
+/// step back when it was ahead.
+fn clock(
+    nodes: &[Node],
+    rng: &mut Rng,
+    backend: Backend,
+) -> (String, Undo, Vec<usize>, Option<u64>) {
     let known = (backend == Backend::Raft && rng.below(2) == 0)
         .then(|| leader(nodes))
         .flatten();
     let i = known.unwrap_or_else(|| rng.below(nodes.len()));
-    let size = 100 + rng.below(CLOCK_OFFSET_MS as usize - 99) as i64;
-    let offset = if rng.below(2) == 0 { size } else { -size };
+    let beyond = rng.below(3) == 0;
+    let size = if beyond {
+        let (lo, hi) = CLOCK_BEYOND_MS;
+        lo + rng.below((hi - lo + 1) as usize) as u64
+    } else {
+        100 + rng.below(CLOCK_OFFSET_MS as usize - 99) as u64
+    };
+    let offset = if rng.below(2) == 0 {
+        size as i64
+    } else {
+        -(size as i64)
+    };
     let set = |addr: &str, ms: i64| -> Option<String> {
         let http = Http::new(Duration::from_secs(3));
         match http.call(
@@ -1768,7 +1796,8 @@ fn clock(nodes: &[Node], rng: &mut Rng, backend: Backend) -> (String, Undo, Vec<
     };
     let what = match set(&addr, offset) {
         None => format!(
-            "clock {who} {offset:+} ms (within max_clock_skew {MAX_CLOCK_SKEW_MS} ms){}",
+            "clock {who} {offset:+} ms ({} max_clock_skew {MAX_CLOCK_SKEW_MS} ms){}",
+            if beyond { "BEYOND" } else { "within" },
             if offset > 0 {
                 ", stepped back to true time at the end"
             } else {
@@ -1778,7 +1807,7 @@ fn clock(nodes: &[Node], rng: &mut Rng, backend: Backend) -> (String, Undo, Vec<
         Some(e) => format!("clock {who}: {e}"),
     };
     let undo: Undo = Box::new(move |_: &mut [Node]| set(&addr, 0));
-    (what, undo, vec![i])
+    (what, undo, vec![i], beyond.then_some(size))
 }
 
 /// Whether the raft leader (as the nodes other than `f` name it) purged its log past `f`'s
@@ -1824,6 +1853,8 @@ struct Injected {
     over: bool,
     /// The nodes it acts on (killed, stopped, cut off, removed), for the per-node schedule.
     hit: Vec<usize>,
+    /// A clock set beyond `max_clock_skew`: by how much (ms).
+    beyond_ms: Option<u64>,
 }
 
 /// Starts `fault` on the cluster.
@@ -1869,6 +1900,7 @@ fn inject(
                         undo: Box::new(|_: &mut [Node]| None),
                         over: true,
                         hit,
+                        beyond_ms: None,
                     });
                 }
                 Restart::Slow => {
@@ -1905,13 +1937,23 @@ fn inject(
             let fw = firewall.context("the firewall exists for laggers")?;
             lagger(nodes, rng, fw, backend, bin, logs)?
         }
-        Fault::Clock => clock(nodes, rng, backend),
+        Fault::Clock => {
+            let (what, undo, hit, beyond_ms) = clock(nodes, rng, backend);
+            return Ok(Injected {
+                what,
+                undo,
+                over: false,
+                hit,
+                beyond_ms,
+            });
+        }
     };
     Ok(Injected {
         what,
         undo,
         over: false,
         hit,
+        beyond_ms: None,
     })
 }
 
@@ -2414,31 +2456,55 @@ fn write_history(out: &Path, records: &[Record], windows: &[Window]) -> Result<(
         let nodes: Vec<String> = w.nodes.iter().map(|i| format!("n{}", i + 1)).collect();
         let line = serde_json::json!({
             "fault": w.what, "start_ns": w.start, "end_ns": w.end, "nodes": nodes,
+            "beyond_ms": w.beyond_ms,
         });
         writeln!(f, "{line}")?;
     }
     Ok(())
 }
 
+/// The stretches of the run (ns) in which expiry is not promised: each clock fault beyond
+/// `max_clock_skew`, and its offset plus [`BEYOND_AFTERMATH`] after it.
+fn unpromised_expiry(windows: &[Window]) -> Vec<(u64, u64)> {
+    windows
+        .iter()
+        .filter_map(|w| {
+            let beyond = Duration::from_millis(w.beyond_ms?) + BEYOND_AFTERMATH;
+            Some((w.start, w.end.saturating_add(beyond.as_nanos() as u64)))
+        })
+        .collect()
+}
+
 fn check(
     options: &Options,
     records: &[Record],
     finals: &[eventual::FinalRead],
+    windows: &[Window],
 ) -> Vec<(String, Verdict)> {
     match options.backend {
         Backend::Raft => {
             // With clock faults, a node judges expiry up to the largest offset away from the
-            // clients' clock: each window is that much wider.
+            // clients' clock: each window is that much wider. Beyond the bound, expiry is not
+            // promised: an operation in such a stretch may judge it at any time at all.
             let skew = if options.nemesis.contains(&Fault::Clock) {
                 CLOCK_OFFSET_MS
             } else {
                 0
             };
+            let unpromised = unpromised_expiry(windows);
             let ops: Vec<linear::Op> = records
                 .iter()
                 .enumerate()
                 .map(|(id, r)| {
                     let mut op = linear_op(id, r);
+                    let skew = if unpromised
+                        .iter()
+                        .any(|(from, to)| r.invoke <= *to && r.complete >= *from)
+                    {
+                        UNBOUNDED_SKEW_MS
+                    } else {
+                        skew
+                    };
                     op.clock_ms = (
                         op.clock_ms.0.saturating_sub(skew),
                         op.clock_ms.1.saturating_add(skew),
@@ -2612,24 +2678,49 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
         options.keys
     );
     let _ = writeln!(md, "- seed: {}", options.seed);
-    let _ = writeln!(
-        md,
-        "- clocks: {}",
-        if options.nemesis.contains(&Fault::Clock) {
-            format!(
-                "one node at a time {CLOCK_OFFSET_MS} ms ahead or behind at most, within the \
-                 nodes' max_clock_skew ({MAX_CLOCK_SKEW_MS} ms): every check is promised to \
-                 hold{}",
-                if options.backend == Backend::Raft {
-                    "; the checker widens each operation's clock window by that much"
-                } else {
-                    ""
-                }
-            )
-        } else {
-            "true time on every node (no clock fault)".to_owned()
-        }
-    );
+    let beyond: Vec<u64> = windows.iter().filter_map(|w| w.beyond_ms).collect();
+    let clocks = if options.nemesis.contains(&Fault::Clock) {
+        let mut line = format!(
+            "one node at a time ahead or behind: up to {CLOCK_OFFSET_MS} ms, within the nodes' \
+             max_clock_skew ({MAX_CLOCK_SKEW_MS} ms), where every check is promised to hold{}",
+            if options.backend == Backend::Raft {
+                " (the checker widens each operation's clock window by that much)"
+            } else {
+                ""
+            }
+        );
+        let _ = write!(
+            line,
+            "; or {}-{} ms, beyond it: {}",
+            CLOCK_BEYOND_MS.0,
+            CLOCK_BEYOND_MS.1,
+            if beyond.is_empty() {
+                "not drawn in this run".to_owned()
+            } else {
+                format!(
+                    "{} window(s), up to {} ms, {}",
+                    beyond.len(),
+                    beyond.iter().max().unwrap_or(&0),
+                    match options.backend {
+                        Backend::Raft => format!(
+                            "where, and for the offset plus {} s after, expiry is not promised \
+                             (the checker lets those operations judge it at any time) and \
+                             everything else is",
+                            BEYOND_AFTERMATH.as_secs()
+                        ),
+                        Backend::Crdt => "where last-writer-wins follows the stamps (an ahead \
+                             clock's writes win over later ones while it is ahead); the checks \
+                             judge the final state, after the clocks are back, and are promised"
+                            .to_owned(),
+                    }
+                )
+            }
+        );
+        line
+    } else {
+        "true time on every node (no clock fault)".to_owned()
+    };
+    let _ = writeln!(md, "- clocks: {clocks}");
     // A control's backend and faults are its own.
     let what = match options.negative_control {
         Some(c) => format!("--negative-control {}", c.name()),
@@ -2938,6 +3029,7 @@ mod tests {
             start: start * 1_000_000_000,
             end: (start + 2) * 1_000_000_000,
             nodes,
+            beyond_ms: None,
         };
         let windows = [
             window("kill leader n2", 3, vec![1]),
@@ -2961,6 +3053,54 @@ mod tests {
         assert_eq!(value_of("v7", 0), b"v7");
         let torn = id_of(&v[..65_536]);
         assert!(torn.starts_with("<torn: 65536 bytes of v12"), "{torn}");
+    }
+
+    #[test]
+    fn beyond_the_clock_bound_expiry_is_not_held_against_the_store_and_elsewhere_it_is() {
+        let op = |call: &'static str, at_s: u64, read: Option<(&str, u64)>| Record {
+            process: 0,
+            node: 0,
+            key: "k0".into(),
+            call,
+            value: (call == "write").then(|| "v1".into()),
+            expected: None,
+            invoke: at_s * 1_000_000_000,
+            complete: at_s * 1_000_000_000 + 1_000_000,
+            outcome: "ok",
+            read: read.map(|(v, n)| (v.to_owned(), n)),
+            version: (call == "write").then_some(1),
+            deleted: None,
+            refusal: None,
+            expires_at: None,
+            ttl_ms: (call == "write").then_some(1_000),
+            clock_ms: (at_s * 1000, at_s * 1000 + 1),
+            list: None,
+        };
+        // Written with a 1 s TTL at 10 s, read expired at 13 s, then live again at 14 s.
+        let records = [
+            op("write", 10, None),
+            op("read", 13, None),
+            op("read", 14, Some(("v1", 1))),
+        ];
+        let options = parse(&args("--nemesis clock --seed 1")).unwrap();
+        let linearizable =
+            |windows: &[Window]| check(&options, &records, &[], windows)[0].1.clone();
+        assert!(matches!(linearizable(&[]), Verdict::Fail(_)));
+        let clock = |beyond_ms: Option<u64>| Window {
+            what: "clock n1".into(),
+            start: 12_000_000_000,
+            end: 12_500_000_000,
+            nodes: vec![0],
+            beyond_ms,
+        };
+        // Within the bound the check holds; beyond it, expiry is not promised until the offset
+        // and the aftermath have passed (12.5 s + 1.5 s + 2 s).
+        assert!(matches!(linearizable(&[clock(None)]), Verdict::Fail(_)));
+        assert_eq!(linearizable(&[clock(Some(1_500))]), Verdict::Pass);
+        assert_eq!(
+            unpromised_expiry(&[clock(Some(1_500))]),
+            [(12_000_000_000, 16_000_000_000)]
+        );
     }
 
     #[test]
