@@ -37,7 +37,6 @@
 //! emptied or half filled. The old tree is dropped after the swap (and at open, if a crash left
 //! it behind).
 
-use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -817,7 +816,12 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    fn collect(&self) -> sled::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The snapshot's data, as `Vec<(Vec<u8>, Vec<u8>)>` encodes in postcard, and its pair
+    /// count: written pair by pair into one buffer (then a second with the count in front),
+    /// never held as a copy of the state in many small allocations, which the allocator keeps
+    /// after the build (a build's peak is two buffers of the snapshot's size, each given back
+    /// whole).
+    fn collect(&self) -> sled::Result<(usize, Vec<u8>)> {
         let tree = self.shared.tree();
         let prefix = undo_prefix(self.generation);
         let saved = |key: &[u8]| -> sled::Result<Option<sled::IVec>> {
@@ -825,34 +829,37 @@ impl Builder {
             undo.extend_from_slice(key);
             tree.get(undo)
         };
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut body = Vec::new();
+        let mut count = 0usize;
+        let mut push = |key: &[u8], value: &[u8]| {
+            // Encoding two byte slices into a Vec cannot fail.
+            let _ = postcard::to_io(&(key, value), &mut body);
+            count += 1;
+        };
         // The clock as of the freeze ...
-        out.insert(CLOCK.to_vec(), self.clock_ms.to_be_bytes().to_vec());
+        push(CLOCK, &self.clock_ms.to_be_bytes());
         // ... the live tree (records and expiry index: `d` up to `m`) ...
+        let live = |key: &[u8]| key >= b"d".as_slice() && key < b"m".as_slice();
         for item in tree.range(b"d".to_vec()..b"m".to_vec()) {
             let (key, value) = item?;
-            seen.insert(key.to_vec());
             match saved(&key)? {
-                Some(s) if s.first() == Some(&1) => {
-                    out.insert(key.to_vec(), s[1..].to_vec());
-                }
+                Some(s) if s.first() == Some(&1) => push(&key, &s[1..]),
                 Some(_) => {}
-                None => {
-                    out.insert(key.to_vec(), value.to_vec());
-                }
+                None => push(&key, &value),
             }
         }
         // ... then the keys removed since the freeze.
         for item in tree.scan_prefix(&prefix) {
             let (key, s) = item?;
-            let original = key[prefix.len()..].to_vec();
-            if seen.contains(&original) || s.first() != Some(&1) {
+            let original = &key[prefix.len()..];
+            if s.first() != Some(&1) || (live(original) && tree.contains_key(original)?) {
                 continue;
             }
-            out.insert(original, s[1..].to_vec());
+            push(original, &s[1..]);
         }
-        Ok(out.into_iter().collect())
+        let mut data = postcard::to_allocvec(&count).unwrap_or_default();
+        data.extend_from_slice(&body);
+        Ok((count, data))
     }
 
     fn thaw(&self) -> sled::Result<()> {
@@ -893,10 +900,9 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         }
         let collected = self.collect();
         let thawed = self.thaw();
-        let pairs = collected.map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
+        let (pairs, data) =
+            collected.map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
         thawed.map_err(|e| StorageIOError::write_state_machine(AnyError::new(&e)))?;
-        let data = postcard::to_allocvec(&pairs)
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
         let snapshot_id = match self.applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.generation),
             None => format!("--{}", self.generation),
@@ -913,7 +919,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         save_snapshot(&shared, &stored).await?;
         tracing::info!(
             index = self.applied.map(|l| l.index).unwrap_or(0),
-            keys = pairs.len(),
+            keys = pairs,
             bytes = stored.data.len(),
             "raft snapshot built"
         );
@@ -1053,6 +1059,23 @@ mod tests {
     /// removes the key. Trusting a crashed prefix that holds the removal but not the applied
     /// index replays the `if_absent` onto an absent key, and it succeeds: that replica differs
     /// for good. Discarding the unclean state and replaying from the snapshot does not.
+    #[test]
+    fn a_snapshot_written_pair_by_pair_is_the_encoding_of_its_pairs() {
+        // What `Builder::collect` writes must decode where install reads a `Vec` of pairs.
+        let pairs = vec![
+            (CLOCK.to_vec(), 7u64.to_be_bytes().to_vec()),
+            (b"dapp:k".to_vec(), vec![1; 300]),
+            (Vec::new(), Vec::new()),
+        ];
+        let mut body = Vec::new();
+        for (k, v) in &pairs {
+            postcard::to_io(&(k.as_slice(), v.as_slice()), &mut body).unwrap();
+        }
+        let mut data = postcard::to_allocvec(&pairs.len()).unwrap();
+        data.extend_from_slice(&body);
+        assert_eq!(data, postcard::to_allocvec(&pairs).unwrap());
+    }
+
     #[tokio::test]
     async fn a_crash_inside_an_apply_replays_to_the_uncrashed_state() {
         let entries = vec![

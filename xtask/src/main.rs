@@ -29,9 +29,11 @@ commands:
                  smoke runs, docs (-D warnings),
                  cargo deny, tidy
   tidy           repository rules: layering, crate docs, workspace lints, suite coverage
-  bench [--quick] [raft]
+  bench [--quick] [raft|memory]
                  run every backend's benchmark (--quick: STORE_BENCH_QUICK=1); `raft` runs
-                 only store.kv.raft against etcd (three node processes, three etcd processes)
+                 only store.kv.raft against etcd (three node processes, three etcd processes);
+                 `memory` only the resident memory per key of the cluster stores against
+                 store.memory (node processes)
   test-cluster [--backend raft|crdt] [--nodes 5] [--time 60s] [--clients 10] [--rate OPS]
                [--keys 20] [--nemesis partition,kill,kill-leader,pause,isolate-leader,lagger,clock,membership|none|all] [--seed N]
                [--out DIR] [--quick] [--snapshot-threshold N] [--negative-control NAME]
@@ -54,7 +56,9 @@ fn main() -> ExitCode {
         Some("test-cluster") => return cluster::main(&args[1..]),
         Some("bench") => bench(
             args.iter().any(|a| a == "--quick"),
-            args.iter().any(|a| a == "raft"),
+            args.iter()
+                .map(String::as_str)
+                .find(|a| matches!(*a, "raft" | "memory")),
         ),
         None | Some("help" | "--help" | "-h") => {
             print!("{HELP}");
@@ -174,10 +178,23 @@ fn ci() -> Result<()> {
         .env("STORE_BENCH_QUICK", "1");
         run(c)?;
         let mut c = cargo();
+        c.args([
+            "bench",
+            "-p",
+            "store-node",
+            "--bench",
+            "memory",
+            "--profile",
+            "dev",
+            "--locked",
+        ])
+        .env("STORE_BENCH_QUICK", "1");
+        run(c)?;
+        let mut c = cargo();
         c.args(["bench", "-p", "store-crdt", "--profile", "dev", "--locked"])
             .env("STORE_BENCH_QUICK", "1");
         run(c).map(|()| {
-            "store.kv.raft vs etcd and store.kv.crdt (5 nodes), quick mode, dev profile".to_owned()
+            "store.kv.raft vs etcd, memory per key vs store.memory, store.kv.crdt (5 nodes), quick mode, dev profile".to_owned()
         })
     });
     // Short fault-injection runs of real node processes (the test build's binary, which has
@@ -400,11 +417,11 @@ fn deny() -> Result<String> {
     }
 }
 
-fn bench(quick: bool, raft_only: bool) -> Result<()> {
-    if raft_only {
-        println!("\n==> cargo bench -p store-node --bench raft");
+fn bench(quick: bool, only: Option<&str>) -> Result<()> {
+    if let Some(name) = only {
+        println!("\n==> cargo bench -p store-node --bench {name}");
         let mut c = cargo();
-        c.args(["bench", "-p", "store-node", "--bench", "raft"]);
+        c.args(["bench", "-p", "store-node", "--bench", name]);
         if quick {
             c.env("STORE_BENCH_QUICK", "1");
         }
