@@ -33,6 +33,8 @@ const LAGGER_PATIENCE: Duration = Duration::from_secs(20);
 /// How long an isolated leader's undo waits for the others to elect a new one (openraft 0.9
 /// can take 8 s: see ARCHITECTURE.md).
 const ISOLATION_PATIENCE: Duration = Duration::from_secs(20);
+/// How long an isolated leader stays cut off once the others have a new one.
+const ISOLATION_HOLD: Duration = Duration::from_secs(REQUEST_TIMEOUT.as_secs() + 1);
 /// The largest clock offset of the clock fault (ms): within the nodes' `max_clock_skew` (500 ms
 /// by default, which the runs keep), so every check is promised to hold.
 const CLOCK_OFFSET_MS: u64 = 400;
@@ -2077,8 +2079,9 @@ fn partition(nodes: &[Node], rng: &mut Rng, fw: &Firewall) -> Result<(String, Ve
 
 /// Cuts the Raft leader (a random node when none is known, and always for crdt) from every
 /// other node. Its undo (raft) first waits, for up to [`ISOLATION_PATIENCE`], until the others
-/// elected a new leader, and keeps the cut a second longer: only then is there a deposed
-/// leader that still believes it leads, next to a new one taking writes.
+/// elected a new leader, and keeps the cut [`ISOLATION_HOLD`] longer: only then is there a
+/// deposed leader that still believes it leads, next to a new one taking writes, and its
+/// clients, back from writes that waited out the request timeout, read from it.
 fn isolate_leader(
     nodes: &[Node],
     rng: &mut Rng,
@@ -2107,7 +2110,9 @@ fn isolate_leader(
         loop {
             let seen = leader_name(nodes.iter().filter(|n| n.index != alone));
             if let Some(new) = seen.filter(|l| *l != name) {
-                std::thread::sleep(Duration::from_secs(1));
+                // Long enough for every client of the deposed leader to be answered by it again:
+                // a write there waits out the request timeout.
+                std::thread::sleep(ISOLATION_HOLD);
                 return Some(format!(
                     "{new} led the others {:.1} s into the wait",
                     started.elapsed().as_secs_f64()
