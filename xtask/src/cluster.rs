@@ -2110,12 +2110,14 @@ fn isolate_leader(
         loop {
             let seen = leader_name(nodes.iter().filter(|n| n.index != alone));
             if let Some(new) = seen.filter(|l| *l != name) {
+                let waited = started.elapsed();
                 // Long enough for every client of the deposed leader to be answered by it again:
                 // a write there waits out the request timeout.
                 std::thread::sleep(ISOLATION_HOLD);
                 return Some(format!(
-                    "{new} led the others {:.1} s into the wait",
-                    started.elapsed().as_secs_f64()
+                    "{new} led the others {:.1} s into the wait, cut off {} s more",
+                    waited.as_secs_f64(),
+                    ISOLATION_HOLD.as_secs()
                 ));
             }
             if started.elapsed() >= ISOLATION_PATIENCE {
