@@ -161,41 +161,26 @@ fn ci() -> Result<()> {
         ]);
         run(c).map(|()| String::new())
     });
-    // The Raft and CRDT benchmarks in quick mode, built like the tests (their numbers are not
-    // the point: they prove the clusters and etcd start and the load generators run).
+    // The Raft, memory and CRDT benchmarks in quick mode, built like the tests (their numbers
+    // are not the point: they prove the clusters and etcd start and the load generators run).
     phase("bench", &|| {
-        let mut c = cargo();
-        c.args([
-            "bench",
-            "-p",
-            "store-node",
-            "--bench",
-            "raft",
-            "--profile",
-            "dev",
-            "--locked",
-        ])
-        .env("STORE_BENCH_QUICK", "1");
-        run(c)?;
-        let mut c = cargo();
-        c.args([
-            "bench",
-            "-p",
-            "store-node",
-            "--bench",
-            "memory",
-            "--profile",
-            "dev",
-            "--locked",
-        ])
-        .env("STORE_BENCH_QUICK", "1");
-        run(c)?;
-        let mut c = cargo();
-        c.args(["bench", "-p", "store-crdt", "--profile", "dev", "--locked"])
-            .env("STORE_BENCH_QUICK", "1");
-        run(c).map(|()| {
-            "store.kv.raft vs etcd, memory per key vs store.memory, store.kv.crdt (5 nodes), quick mode, dev profile".to_owned()
-        })
+        let benches: [&[&str]; 3] = [
+            &["-p", "store-node", "--bench", "raft"],
+            &["-p", "store-node", "--bench", "memory"],
+            &["-p", "store-crdt"],
+        ];
+        for which in benches {
+            let mut c = cargo();
+            c.arg("bench")
+                .args(which)
+                .args(["--profile", "dev", "--locked"])
+                .env("STORE_BENCH_QUICK", "1");
+            run(c)?;
+        }
+        Ok(
+            "store.kv.raft vs etcd, memory per key vs store.memory, store.kv.crdt (5 nodes), quick mode, dev profile"
+                .to_owned(),
+        )
     });
     // Short fault-injection runs of real node processes (the test build's binary, which has
     // the `fault-injection` defects): raft and crdt under every fault, then each negative
