@@ -456,7 +456,8 @@ impl RaftEngine {
                 Error::unavailable(format!("cannot open {}: {e}", config.dir.display()))
             })?;
         let mut log = LogStore::open(&db).map_err(storage_error)?;
-        let (sm, shared) = StateMachine::open(&db).map_err(storage_error)?;
+        let (sm, shared) =
+            StateMachine::open(&db, &config.dir.join("snapshots")).map_err(storage_error)?;
         let id = node_id(&config.name);
         let restored = restored_leadership(&mut log, id)
             .await

@@ -17,7 +17,9 @@
 //!   otherwise; it never hangs.
 //! - **Durability**: an append is acknowledged only after sled flushed it; a snapshot is taken
 //!   every `snapshot_threshold` applied entries and the log is purged behind it; a node that
-//!   fell behind the purged log receives the snapshot.
+//!   fell behind the purged log receives the snapshot. Snapshots are files beside the database
+//!   (`snapshots/`), written, sent in chunks and installed a pair at a time, never whole in
+//!   memory.
 //! - **Internode transport**: one persistent TCP connection per peer, length-delimited postcard
 //!   frames with request ids (many requests in flight), mutual HMAC-SHA256 challenge-response on
 //!   the cluster secret before anything else, then every frame sealed (ChaCha20-Poly1305, keys
@@ -57,6 +59,7 @@ mod log;
 mod net;
 mod network;
 mod sm;
+mod snapshot;
 mod store;
 mod types;
 

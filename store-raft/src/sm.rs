@@ -1,4 +1,5 @@
-//! The state machine, durable in sled (the state tree, `sm` or `sm.1`), and its snapshots.
+//! The state machine, durable in sled (the state tree, `sm` or `sm.1`), and its snapshots (files
+//! of their own, see `snapshot.rs`).
 //!
 //! Key layout of the state tree (first byte):
 //! - `c`: the state machine's clock, the largest leader stamp applied so far;
@@ -30,14 +31,14 @@
 //! of a write the walk sees, it ends with the value the key had at the freeze. Writes keep flowing during the build and cost
 //! one extra read per key while a snapshot is being built.
 //!
-//! **Installing a snapshot is atomic for readers.** The snapshot's pairs go into the other
-//! state tree (`sm` ↔ `sm.1`), which nobody reads; the `raft` tree's `state-tree` key then
+//! **Installing a snapshot is atomic for readers.** The snapshot's pairs, read from the received
+//! file one at a time, go into the other state tree (`sm` ↔ `sm.1`), which nobody reads; the `raft` tree's `state-tree` key then
 //! names it, and the handle every read goes through is swapped under a lock that waits for the
 //! reads in progress. A read sees the old state whole or the new one whole, never a tree half
 //! emptied or half filled. The old tree is dropped after the swap (and at open, if a crash left
 //! it behind).
 
-use std::io::Cursor;
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
@@ -50,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use store_core::backend::fault;
 use tokio::sync::watch;
 
+use crate::snapshot::{Folder, SnapshotFile};
 use crate::types::{Command, Cond, Member, NodeId, Request, Response, Responses, TypeConfig};
 
 type StorageResult<T> = Result<T, StorageError<NodeId>>;
@@ -68,7 +70,8 @@ const APPLIED_AND_CLOCK: &[u8] = b"m/applied+clock";
 /// Present only after a clean stop, until the first write.
 const CLEAN: &[u8] = b"m/clean";
 const MEMBERSHIP: &[u8] = b"m/membership";
-const SNAPSHOT: &[u8] = b"snapshot";
+/// In the `raft` tree of data folders from before snapshot files: the last snapshot.
+const LEGACY_SNAPSHOT: &[u8] = b"snapshot";
 /// In the `raft` tree: the name of the state tree in use (absent: `sm`).
 const STATE_TREE: &[u8] = b"state-tree";
 /// The two names the state tree takes in turn, one per snapshot install.
@@ -141,7 +144,8 @@ fn undo_prefix(generation: u64) -> Vec<u8> {
     k
 }
 
-/// The snapshot as stored in the `raft` tree and sent to followers.
+/// A snapshot as data folders from before snapshot files stored it, in the `raft` tree: moved
+/// to a file at open.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Member>,
@@ -165,6 +169,8 @@ pub(crate) struct Shared {
     generations: AtomicU64,
     /// Held by a snapshot build and by a snapshot install, so they never overlap.
     snapshot_lock: tokio::sync::Mutex<()>,
+    /// The snapshot files.
+    snapshots: Folder,
     /// Whether the clean-stop marker is in the tree (the next write removes it first).
     marked_clean: std::sync::atomic::AtomicBool,
     /// Tests: every write of [`Shared::write_in_order`], in order, while `Some`.
@@ -288,14 +294,17 @@ impl Shared {
     }
 
     /// Replaces the whole state machine by a snapshot's pairs: fills the other state tree,
-    /// names it in the `raft` tree, then swaps it in for every reader at once (see the module
-    /// doc) and drops the old one. The caller stored the snapshot first: a crash before the swap
-    /// leaves the old tree unmarked, so `open` rebuilds from that snapshot.
+    /// runs `commit` (which makes the snapshot the stored one, if it is not yet), names the tree
+    /// in the `raft` tree, then swaps it in for every reader at once (see the module doc) and
+    /// drops the old one. The state is unmarked first: a crash before `commit` leaves the old
+    /// snapshot stored, so `open` rebuilds from it (and the leader sends the new one again); a
+    /// crash after it, from the new one.
     fn replace_state(
         &self,
-        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        pairs: impl Iterator<Item = io::Result<(Vec<u8>, Vec<u8>)>>,
         meta: &SnapshotMeta<NodeId, Member>,
-    ) -> sled::Result<()> {
+        commit: impl FnOnce() -> io::Result<()>,
+    ) -> io::Result<()> {
         {
             let _writing = self.freeze.lock().unwrap_or_else(PoisonError::into_inner);
             self.unmark()?;
@@ -308,15 +317,15 @@ impl Shared {
         let fresh = self.db.open_tree(new_name)?;
         fresh.clear()?;
         let mut clock = 0;
-        for (key, value) in pairs {
+        for pair in pairs {
+            let (key, value) = pair?;
             if key == CLOCK {
                 clock = value
                     .as_slice()
                     .try_into()
                     .map(u64::from_be_bytes)
                     .unwrap_or(0);
-            }
-            if key != CLOCK {
+            } else {
                 fresh.insert(key, value)?;
             }
         }
@@ -324,6 +333,7 @@ impl Shared {
         fresh.insert(APPLIED_AND_CLOCK, encode(&(meta.last_log_id, clock)))?;
         // Whole on disk before anything names it.
         self.db.flush()?;
+        commit()?;
         self.meta.insert(STATE_TREE, new_name)?;
         let old = std::mem::replace(
             &mut *self.tree.write().unwrap_or_else(PoisonError::into_inner),
@@ -598,10 +608,17 @@ pub(crate) struct StateMachine {
 }
 
 impl StateMachine {
-    pub(crate) fn open(db: &sled::Db) -> Result<(Self, Arc<Shared>), StorageError<NodeId>> {
+    /// Opens the state machine in `db`, with its snapshot files in the folder `snapshots`.
+    pub(crate) fn open(
+        db: &sled::Db,
+        snapshots: &std::path::Path,
+    ) -> Result<(Self, Arc<Shared>), StorageError<NodeId>> {
         let read_err = |e: sled::Error| StorageIOError::read_state_machine(AnyError::new(&e));
         let write_err = |e: sled::Error| StorageIOError::write_state_machine(AnyError::new(&e));
+        let snapshot_err = |e: io::Error| StorageIOError::read_snapshot(None, AnyError::new(&e));
         let meta = db.open_tree("raft").map_err(read_err)?;
+        let snapshots = Folder::open(snapshots).map_err(snapshot_err)?;
+        move_legacy_snapshot(db, &meta, &snapshots).map_err(snapshot_err)?;
         let name = meta
             .get(STATE_TREE)
             .map_err(read_err)?
@@ -624,6 +641,7 @@ impl StateMachine {
             freeze: Mutex::new(None),
             generations: AtomicU64::new(0),
             snapshot_lock: tokio::sync::Mutex::new(()),
+            snapshots,
             marked_clean: std::sync::atomic::AtomicBool::new(clean),
             #[cfg(test)]
             recorded: Mutex::new(None),
@@ -639,19 +657,13 @@ impl StateMachine {
         } else if !shared.tree().is_empty() {
             // No clean stop: whatever prefix of the last writes sled recovered is not to be
             // trusted. Back to the last snapshot; Raft replays the log after it.
-            let stored = Self::stored(&shared)?;
-            match &stored {
-                Some(stored) => {
-                    let signature = Some(stored.meta.signature());
-                    let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&stored.data)
-                        .map_err(|e| {
-                            StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e))
-                        })?;
-                    shared.replace_state(pairs, &stored.meta).map_err(|e| {
-                        StorageIOError::write_snapshot(signature, AnyError::new(&e))
-                    })?;
-                    (applied, membership) =
-                        (stored.meta.last_log_id, stored.meta.last_membership.clone());
+            match shared.snapshots.read().map_err(snapshot_err)? {
+                Some((meta, pairs)) => {
+                    let signature = Some(meta.signature());
+                    shared
+                        .replace_state(pairs, &meta, || Ok(()))
+                        .map_err(|e| StorageIOError::read_snapshot(signature, AnyError::new(&e)))?;
+                    (applied, membership) = (meta.last_log_id, meta.last_membership);
                     clock = shared.clock_ms();
                 }
                 None => {
@@ -678,33 +690,38 @@ impl StateMachine {
         ))
     }
 
-    fn stored(shared: &Shared) -> StorageResult<Option<StoredSnapshot>> {
-        let Some(bytes) = shared
-            .meta
-            .get(SNAPSHOT)
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?
-        else {
-            return Ok(None);
-        };
-        postcard::from_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)).into())
+    /// The stored snapshot, to send.
+    async fn current(shared: &Shared) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let current = shared
+            .snapshots
+            .open_current()
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
     }
 }
 
-async fn save_snapshot(shared: &Shared, snapshot: &StoredSnapshot) -> StorageResult<()> {
-    let signature = Some(snapshot.meta.signature());
-    let bytes = postcard::to_allocvec(snapshot)
-        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e)))?;
-    shared
-        .meta
-        .insert(SNAPSHOT, bytes)
-        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e)))?;
-    shared
-        .db
-        .flush_async()
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
+/// Moves the snapshot a data folder from before snapshot files kept in the `raft` tree into a
+/// file (an interrupted move is done again: the file is written whole or not at all).
+fn move_legacy_snapshot(db: &sled::Db, meta: &sled::Tree, folder: &Folder) -> io::Result<()> {
+    let Some(bytes) = meta.get(LEGACY_SNAPSHOT)? else {
+        return Ok(());
+    };
+    if !folder.exists() {
+        let invalid = |e: postcard::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let stored: StoredSnapshot = postcard::from_bytes(&bytes).map_err(invalid)?;
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&stored.data).map_err(invalid)?;
+        let mut file = folder.build(&stored.meta)?;
+        for (key, value) in &pairs {
+            file.push(key, value)?;
+        }
+        file.finish()?;
+    }
+    meta.remove(LEGACY_SNAPSHOT)?;
+    db.flush()?;
     Ok(())
 }
 
@@ -755,43 +772,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
+        let file = self
+            .shared
+            .snapshots
+            .receive()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> StorageResult<()> {
         let shared = Arc::clone(&self.shared);
         let _building = shared.snapshot_lock.lock().await;
         // A build asked for before this install must not snapshot the state it replaces.
         *shared.freeze.lock().unwrap_or_else(PoisonError::into_inner) = None;
         let signature = Some(meta.signature());
-        let data = snapshot.into_inner();
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = postcard::from_bytes(&data)
-            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), AnyError::new(&e)))?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        // Durable first: if a crash interrupts the replacement below, `open` finds a stored
-        // snapshot newer than the applied index and finishes the job.
-        save_snapshot(&shared, &stored).await?;
+        let error =
+            |e: io::Error| StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e));
+        let pairs = shared
+            .snapshots
+            .received(&mut snapshot, meta)
+            .await
+            .map_err(error)?;
+        // The received file becomes the stored snapshot once the tree it fills is whole (see
+        // `replace_state`).
         shared
-            .replace_state(pairs, meta)
-            .map_err(|e| StorageIOError::write_snapshot(signature, AnyError::new(&e)))?;
+            .replace_state(pairs, meta, || shared.snapshots.install(&mut snapshot))
+            .map_err(error)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(Self::stored(&self.shared)?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Self::current(&self.shared).await
     }
 }
 
@@ -816,12 +835,8 @@ pub(crate) struct Builder {
 }
 
 impl Builder {
-    /// The snapshot's data, as `Vec<(Vec<u8>, Vec<u8>)>` encodes in postcard, and its pair
-    /// count: written pair by pair into one buffer (then a second with the count in front),
-    /// never held as a copy of the state in many small allocations, which the allocator keeps
-    /// after the build (a build's peak is two buffers of the snapshot's size, each given back
-    /// whole).
-    fn collect(&self) -> sled::Result<(usize, Vec<u8>)> {
+    /// Writes the frozen state into `file` pair by pair (nothing of it is held in memory).
+    fn collect(&self, file: &mut crate::snapshot::Writer) -> io::Result<()> {
         let tree = self.shared.tree();
         let prefix = undo_prefix(self.generation);
         let saved = |key: &[u8]| -> sled::Result<Option<sled::IVec>> {
@@ -829,23 +844,16 @@ impl Builder {
             undo.extend_from_slice(key);
             tree.get(undo)
         };
-        let mut body = Vec::new();
-        let mut count = 0usize;
-        let mut push = |key: &[u8], value: &[u8]| {
-            // Encoding two byte slices into a Vec cannot fail.
-            let _ = postcard::to_io(&(key, value), &mut body);
-            count += 1;
-        };
         // The clock as of the freeze ...
-        push(CLOCK, &self.clock_ms.to_be_bytes());
+        file.push(CLOCK, &self.clock_ms.to_be_bytes())?;
         // ... the live tree (records and expiry index: `d` up to `m`) ...
         let live = |key: &[u8]| key >= b"d".as_slice() && key < b"m".as_slice();
         for item in tree.range(b"d".to_vec()..b"m".to_vec()) {
             let (key, value) = item?;
             match saved(&key)? {
-                Some(s) if s.first() == Some(&1) => push(&key, &s[1..]),
+                Some(s) if s.first() == Some(&1) => file.push(&key, &s[1..])?,
                 Some(_) => {}
-                None => push(&key, &value),
+                None => file.push(&key, &value)?,
             }
         }
         // ... then the keys removed since the freeze.
@@ -855,11 +863,9 @@ impl Builder {
             if s.first() != Some(&1) || (live(original) && tree.contains_key(original)?) {
                 continue;
             }
-            push(original, &s[1..]);
+            file.push(original, &s[1..])?;
         }
-        let mut data = postcard::to_allocvec(&count).unwrap_or_default();
-        data.extend_from_slice(&body);
-        Ok((count, data))
+        Ok(())
     }
 
     fn thaw(&self) -> sled::Result<()> {
@@ -890,19 +896,10 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
         if !still_frozen {
             // A snapshot from the leader was installed after this build was asked for: the
             // installed snapshot is newer than anything this build could make.
-            let installed = StateMachine::stored(&shared)?;
-            if let Some(s) = installed {
-                return Ok(Snapshot {
-                    meta: s.meta,
-                    snapshot: Box::new(Cursor::new(s.data)),
-                });
+            if let Some(installed) = StateMachine::current(&shared).await? {
+                return Ok(installed);
             }
         }
-        let collected = self.collect();
-        let thawed = self.thaw();
-        let (pairs, data) =
-            collected.map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-        thawed.map_err(|e| StorageIOError::write_state_machine(AnyError::new(&e)))?;
         let snapshot_id = match self.applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.generation),
             None => format!("--{}", self.generation),
@@ -912,21 +909,27 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        save_snapshot(&shared, &stored).await?;
+        let signature = Some(meta.signature());
+        let error =
+            |e: io::Error| StorageIOError::write_snapshot(signature.clone(), AnyError::new(&e));
+        let started = std::time::Instant::now();
+        let built = shared.snapshots.build(&meta).and_then(|mut file| {
+            self.collect(&mut file)?;
+            file.finish()
+        });
+        let thawed = self.thaw();
+        let (pairs, bytes) = built.map_err(error)?;
+        thawed.map_err(|e| StorageIOError::write_state_machine(AnyError::new(&e)))?;
         tracing::info!(
             index = self.applied.map(|l| l.index).unwrap_or(0),
             keys = pairs,
-            bytes = stored.data.len(),
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
             "raft snapshot built"
         );
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        StateMachine::current(&shared)
+            .await?
+            .ok_or_else(|| error(io::ErrorKind::NotFound.into()).into())
     }
 }
 
@@ -959,7 +962,7 @@ mod tests {
             .flush_every_ms(None)
             .open()
             .unwrap();
-        let (sm, shared) = StateMachine::open(&db).unwrap();
+        let (sm, shared) = StateMachine::open(&db, &dir.join("snapshots")).unwrap();
         (db, sm, shared)
     }
 
@@ -1030,7 +1033,7 @@ mod tests {
             }
             drop((sm, shared));
             // What sled recovered is what this database holds; the state machine opens anew.
-            let (mut sm, shared) = StateMachine::open(&db).unwrap();
+            let (mut sm, shared) = StateMachine::open(&db, &dir.path().join("snapshots")).unwrap();
             let (applied, _) = sm.applied_state().await.unwrap();
             let from = applied.map_or(0, |l| l.index);
             let rest: Vec<_> = entries
@@ -1059,23 +1062,6 @@ mod tests {
     /// removes the key. Trusting a crashed prefix that holds the removal but not the applied
     /// index replays the `if_absent` onto an absent key, and it succeeds: that replica differs
     /// for good. Discarding the unclean state and replaying from the snapshot does not.
-    #[test]
-    fn a_snapshot_written_pair_by_pair_is_the_encoding_of_its_pairs() {
-        // What `Builder::collect` writes must decode where install reads a `Vec` of pairs.
-        let pairs = vec![
-            (CLOCK.to_vec(), 7u64.to_be_bytes().to_vec()),
-            (b"dapp:k".to_vec(), vec![1; 300]),
-            (Vec::new(), Vec::new()),
-        ];
-        let mut body = Vec::new();
-        for (k, v) in &pairs {
-            postcard::to_io(&(k.as_slice(), v.as_slice()), &mut body).unwrap();
-        }
-        let mut data = postcard::to_allocvec(&pairs.len()).unwrap();
-        data.extend_from_slice(&body);
-        assert_eq!(data, postcard::to_allocvec(&pairs).unwrap());
-    }
-
     #[tokio::test]
     async fn a_crash_inside_an_apply_replays_to_the_uncrashed_state() {
         let entries = vec![
@@ -1171,11 +1157,48 @@ mod tests {
 
         shared.mark_clean().unwrap();
         drop((sm, shared));
-        let (_sm, shared) = StateMachine::open(&db).unwrap();
+        let (_sm, shared) = StateMachine::open(&db, &dir.path().join("snapshots")).unwrap();
         let rows = shared.scan("", "", false, 2 * N, 2_000).unwrap();
         assert_eq!(rows.len(), N);
         assert!(rows.iter().all(|(k, _)| k.starts_with('b')));
         assert_eq!(db.tree_names().len(), 3, "default, raft and one state tree");
+    }
+
+    /// A data folder from before snapshot files: its snapshot, kept in the `raft` tree, moves
+    /// to the snapshots folder at open, and an unclean open rebuilds from it.
+    #[tokio::test]
+    async fn a_snapshot_kept_in_sled_moves_to_a_file_and_rebuilds_an_unclean_state() {
+        let dir = TempDir::new("raft-sm-legacy");
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let record = Record::encode(3, None, b"kept");
+        let pairs = vec![
+            (CLOCK.to_vec(), 1_234u64.to_be_bytes().to_vec()),
+            (data_key("app:k"), record),
+        ];
+        let meta = SnapshotMeta {
+            last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 0), 3)),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "legacy".to_owned(),
+        };
+        let legacy = StoredSnapshot {
+            meta,
+            data: postcard::to_allocvec(&pairs).unwrap(),
+        };
+        let raft = db.open_tree("raft").unwrap();
+        raft.insert(LEGACY_SNAPSHOT, postcard::to_allocvec(&legacy).unwrap())
+            .unwrap();
+        // A state tree with no clean-stop marker: rebuilt from the snapshot.
+        db.open_tree(STATE_TREES[0])
+            .unwrap()
+            .insert(data_key("app:stale"), Record::encode(9, None, b"x"))
+            .unwrap();
+        let (mut sm, shared) = StateMachine::open(&db, &dir.path().join("snapshots")).unwrap();
+        assert!(raft.get(LEGACY_SNAPSHOT).unwrap().is_none());
+        assert_eq!(shared.get("app:k").unwrap().unwrap().value, b"kept");
+        assert!(shared.get("app:stale").unwrap().is_none());
+        assert_eq!((shared.applied_index(), shared.clock_ms()), (3, 1_234));
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, "legacy");
     }
 
     fn command() -> impl Strategy<Value = Command> {

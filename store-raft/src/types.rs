@@ -2,7 +2,6 @@
 //! applying one answers.
 
 use std::fmt;
-use std::io::Cursor;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -42,7 +41,7 @@ openraft::declare_raft_types!(
         R = Responses,
         NodeId = NodeId,
         Node = Member,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotFile,
 );
 
 /// A log entry's commands with the proposing leader's clock reading, which the state machine
