@@ -68,12 +68,17 @@ const MAX_PENDING: usize = 100_000;
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Repairs and direct sends in flight at once.
 const JOBS_AT_ONCE: usize = 8;
-/// Queued broadcasts kept at most (the oldest beyond are dropped; anti-entropy repairs them).
-const MAX_QUEUED: usize = 100_000;
+/// Queued broadcasts kept at most, about 1 MiB of packed updates (the oldest beyond are dropped
+/// at the next tick). Every broadcast went straight to each online peer already; the queue only
+/// repeats it against a lost packet, as anti-entropy also does. A burst of writes outruns
+/// gossip's few packets a second, so a larger queue only holds a copy of the burst (100 000 held
+/// about 100 bytes per written key on the writer).
+const MAX_QUEUED: usize = 1_024;
 /// Format of the messages this engine exchanges.
 const WIRE_VERSION: u8 = 1;
-/// Format of the snapshot file.
-const SNAPSHOT_VERSION: u32 = 1;
+/// Format of the snapshot file: 2 streams its registers (1, one postcard `Snapshot`, is still
+/// read).
+const SNAPSHOT_VERSION: u8 = 2;
 const SNAPSHOT_FILE: &str = "state.snap";
 
 /// The engine's settings.
@@ -463,9 +468,10 @@ impl NodeDelegate for Gossip {
     }
 }
 
-/// The on-disk form of the durable state.
-#[derive(Debug, Serialize, Deserialize)]
-struct Snapshot {
+/// The on-disk form of the durable state in files of version 1.
+#[derive(Debug, Deserialize)]
+struct SnapshotV1 {
+    #[allow(dead_code)]
     node: String,
     /// Members whose acknowledgement tombstones wait for.
     members: Vec<String>,
@@ -473,8 +479,50 @@ struct Snapshot {
     updates: Vec<Update>,
 }
 
+/// The head of a snapshot file (version 2): then each register as a postcard `Some(Update)`,
+/// then `None`. Written a register at a time, so the state is never copied whole to save it.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotHead {
+    node: String,
+    /// Members whose acknowledgement tombstones wait for.
+    members: Vec<String>,
+}
+
+/// An [`Update`] borrowed from the state: encodes as the `Update` it stands for.
+#[derive(Serialize)]
+struct UpdateRef<'a> {
+    ns: &'a str,
+    key: &'a str,
+    reg: &'a crate::state::Reg,
+}
+
 fn snapshot_path(dir: &std::path::Path) -> PathBuf {
     dir.join(SNAPSHOT_FILE)
+}
+
+/// The members and registers of a snapshot file's bytes, `None` if they are not a whole
+/// snapshot of a known format.
+fn parse_snapshot(bytes: &[u8]) -> Option<(Vec<String>, Vec<Update>)> {
+    match bytes.split_first()? {
+        (1, rest) => {
+            let v1: SnapshotV1 = postcard::from_bytes(rest).ok()?;
+            Some((v1.members, v1.updates))
+        }
+        (&SNAPSHOT_VERSION, rest) => {
+            let (head, mut rest) = postcard::take_from_bytes::<SnapshotHead>(rest).ok()?;
+            let mut updates = Vec::new();
+            loop {
+                let (item, tail) = postcard::take_from_bytes::<Option<Update>>(rest).ok()?;
+                rest = tail;
+                match item {
+                    Some(u) => updates.push(u),
+                    None if rest.is_empty() => return Some((head.members, updates)),
+                    None => return None,
+                }
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Reads the snapshot in `dir` into `state`; an absent file is an empty state.
@@ -490,29 +538,27 @@ fn load_snapshot(dir: &std::path::Path, state: &State, now_ms: u64) -> Result<us
             )));
         }
     };
-    let snapshot: Snapshot = match bytes.split_first() {
-        Some((&v, rest)) if u32::from(v) == SNAPSHOT_VERSION => postcard::from_bytes(rest).ok(),
-        _ => None,
-    }
-    .ok_or_else(|| {
+    let (members, updates) = parse_snapshot(&bytes).ok_or_else(|| {
         Error::internal(format!(
-            "kvcrdt: the snapshot {} is not a snapshot of this format; move it away to start empty",
+            "kvcrdt: the snapshot {} is not a whole snapshot of a known format; move it away to start empty",
             path.display()
         ))
     })?;
-    for member in &snapshot.members {
+    drop(bytes);
+    for member in &members {
         state.note_member(member, now_ms);
     }
-    let n = snapshot.updates.len();
-    for u in snapshot.updates {
+    let n = updates.len();
+    for u in updates {
         let space = state.space(&u.ns);
         state.merge(&space, &u.key, u.reg, now_ms, 0);
     }
     Ok(n)
 }
 
-/// Writes the durable namespaces of `state` to `dir`: a temporary file, fsynced, renamed over
-/// the last snapshot, and the folder fsynced, so a crash leaves the old or the new snapshot.
+/// Writes the durable namespaces of `state` to `dir`, a register at a time: a temporary file,
+/// fsynced, renamed over the last snapshot, and the folder fsynced, so a crash leaves the old or
+/// the new snapshot.
 fn write_snapshot(
     dir: &std::path::Path,
     name: &str,
@@ -520,19 +566,38 @@ fn write_snapshot(
     durable: &[String],
 ) -> Result<()> {
     use std::io::Write;
-    let snapshot = Snapshot {
-        node: name.to_owned(),
-        members: state.members(),
-        updates: state.export(None, Some(durable)),
-    };
-    let bytes = encode(SNAPSHOT_VERSION as u8, &snapshot);
     let path = snapshot_path(dir);
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let io = |what: &str, e: std::io::Error| {
         Error::internal(format!("kvcrdt: {what} {}: {e}", tmp.display()))
     };
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
-    file.write_all(&bytes).map_err(|e| io("cannot write", e))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+    // Each item is encoded into one reused buffer, then written: postcard's own writer would
+    // hide the I/O error (a full disk) behind its "buffer full".
+    fn put<T: Serialize>(out: &mut impl Write, buf: &mut Vec<u8>, item: &T) -> std::io::Result<()> {
+        buf.clear();
+        *buf = postcard::to_extend(item, std::mem::take(buf))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        out.write_all(buf)
+    }
+    let mut buf = Vec::new();
+    let head = SnapshotHead {
+        node: name.to_owned(),
+        members: state.members(),
+    };
+    out.write_all(&[SNAPSHOT_VERSION])
+        .and_then(|()| put(&mut out, &mut buf, &head))
+        .and_then(|()| {
+            state.each(None, Some(durable), |ns, key, reg| {
+                put(&mut out, &mut buf, &Some(UpdateRef { ns, key, reg }))
+            })
+        })
+        .and_then(|()| put(&mut out, &mut buf, &None::<UpdateRef<'_>>))
+        .map_err(|e| io("cannot write", e))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| io("cannot write", e.into_error()))?;
     file.sync_all().map_err(|e| io("cannot sync", e))?;
     drop(file);
     std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
@@ -1173,5 +1238,72 @@ async fn join_task(inner: Arc<Inner>) {
             _ = stop.changed() => return,
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use store_testkit::TempDir;
+
+    use super::*;
+    use crate::state::Cell;
+
+    fn state_with(n: usize) -> State {
+        let state = State::new(1);
+        let space = state.space("app");
+        for i in 0..n {
+            let cell = Cell {
+                value: Some(Bytes::from(format!("v{i}"))),
+                expires_at: None,
+            };
+            state.write_local(&space, &format!("k{i}"), cell, 1_000);
+        }
+        state.note_member("n2", 1_000);
+        state
+    }
+
+    fn sorted(mut updates: Vec<Update>) -> Vec<Update> {
+        updates.sort_by(|a, b| (&a.ns, &a.key).cmp(&(&b.ns, &b.key)));
+        updates
+    }
+
+    /// The file a register at a time holds what the state exports, and a file cut anywhere is
+    /// refused rather than read as a smaller state.
+    #[test]
+    fn a_streamed_snapshot_reads_back_whole_and_a_cut_one_is_refused() {
+        let dir = TempDir::new("crdt-snap");
+        let state = state_with(300);
+        write_snapshot(dir.path(), "n1", &state, &["app".to_owned()]).unwrap();
+        let bytes = std::fs::read(snapshot_path(dir.path())).unwrap();
+        let (members, updates) = parse_snapshot(&bytes).unwrap();
+        assert_eq!(members, state.members());
+        assert_eq!(sorted(updates), sorted(state.export(None, None)));
+        for cut in (0..bytes.len()).step_by(7) {
+            assert!(parse_snapshot(&bytes[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+
+    /// A file of the first format (one postcard `Snapshot`) is still read.
+    #[test]
+    fn a_snapshot_of_version_1_is_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            node: String,
+            members: Vec<String>,
+            updates: Vec<Update>,
+        }
+        let state = state_with(20);
+        let v1 = V1 {
+            node: "n1".into(),
+            members: state.members(),
+            updates: state.export(None, None),
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(postcard::to_allocvec(&v1).unwrap());
+        let (members, updates) = parse_snapshot(&bytes).unwrap();
+        assert_eq!(members, v1.members);
+        assert_eq!(updates, v1.updates);
     }
 }

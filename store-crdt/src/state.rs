@@ -650,6 +650,27 @@ impl State {
 
     /// Every register (tombstones included) of the given shards, or of every shard.
     pub(crate) fn export(&self, shards: Option<&[u16]>, spaces: Option<&[String]>) -> Vec<Update> {
+        let mut out = Vec::new();
+        let _ = self.each(shards, spaces, |ns, key, reg| {
+            out.push(Update {
+                ns: ns.to_owned(),
+                key: key.to_owned(),
+                reg: reg.clone(),
+            });
+            Ok::<(), std::convert::Infallible>(())
+        });
+        out
+    }
+
+    /// Calls `f` with every register (tombstones included) of the given shards (or of every
+    /// shard) of the given namespaces (or of all), one part of a namespace at a time under its
+    /// read lock; stops at `f`'s first error.
+    pub(crate) fn each<E>(
+        &self,
+        shards: Option<&[u16]>,
+        spaces: Option<&[String]>,
+        mut f: impl FnMut(&str, &str, &Reg) -> Result<(), E>,
+    ) -> Result<(), E> {
         let wanted: Option<Vec<bool>> = shards.map(|list| {
             let mut w = vec![false; SHARDS];
             for s in list {
@@ -659,7 +680,6 @@ impl State {
             }
             w
         });
-        let mut out = Vec::new();
         for space in self.spaces() {
             if spaces.is_some_and(|names| !names.iter().any(|n| **n == *space.name)) {
                 continue;
@@ -668,16 +688,12 @@ impl State {
                 let data = read(&part.0);
                 for (key, slot) in &data.map {
                     if wanted.as_ref().is_none_or(|w| w[shard_of(slot.hash)]) {
-                        out.push(Update {
-                            ns: space.name.to_string(),
-                            key: key.to_string(),
-                            reg: slot.reg.clone(),
-                        });
+                        f(&space.name, key, &slot.reg)?;
                     }
                 }
             }
         }
-        out
+        Ok(())
     }
 
     /// A number that changes whenever the state does (the sum of the shards' change counts).

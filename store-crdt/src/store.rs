@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use store_core::backend::validate;
+use store_core::backend::{owned, validate};
 use store_core::{
     Backend, Capabilities, Condition, Consistency, Entry, Error, ListOptions, Page, PutOptions,
     Result, Store, StoreInfo, Usage, from_millis,
@@ -115,6 +115,9 @@ impl CrdtStore {
         )?;
         let shared = self.shared()?;
         let now = shared.clock.now_ms();
+        // A value from an HTTP body is a view into the connection's read buffer (kilobytes):
+        // kept as it is, every stored key would pin one.
+        let value = owned(value);
         let cell = Cell {
             value: Some(value.clone()),
             expires_at: validate::deadline(now, ttl_ms),

@@ -38,9 +38,18 @@ pub fn owned(value: Bytes) -> Bytes {
 /// [`owned`] as a plain boxed slice, for a store that keeps small values without a `Bytes`.
 pub fn owned_slice(value: Bytes) -> Box<[u8]> {
     // `Vec::from` reuses the buffer when this handle is its only owner (moving the view to the
-    // front), and copies exactly `len` bytes otherwise; a reused buffer may be larger than the
-    // view, which `into_boxed_slice` gives back.
-    Vec::from(value).into_boxed_slice()
+    // front), and copies exactly `len` bytes otherwise. A reused buffer larger than the view is
+    // copied once more rather than shrunk: shrinking in place (`into_boxed_slice` reallocating
+    // down) keeps the front of the old buffer and frees its tail, so every stored value would
+    // leave a hole a little smaller than the next read buffer, which the allocator never reuses
+    // (measured: an 8 KiB hole per 64-byte value through the HTTP API, 4.5 KB of resident memory
+    // per key).
+    let v = Vec::from(value);
+    if v.capacity() == v.len() {
+        v.into_boxed_slice()
+    } else {
+        Box::from(v.as_slice())
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +70,14 @@ mod tests {
         let at = exact.as_ptr();
         assert_eq!(owned(exact).as_ptr(), at);
         assert!(owned(Bytes::new()).is_empty());
+        // The sole owner of a larger buffer (an HTTP read buffer the server let go of): copied
+        // into a buffer of its own, the larger one freed whole.
+        let mut read = bytes::BytesMut::with_capacity(8192);
+        read.extend_from_slice(&[3u8; 64]);
+        let body = read.freeze();
+        let range = body.as_ptr_range();
+        let kept = owned_slice(body);
+        assert_eq!(&kept[..], &[3u8; 64][..]);
+        assert!(!(range.start..range.start.wrapping_add(8192)).contains(&kept.as_ptr()));
     }
 }
