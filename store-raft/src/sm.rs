@@ -801,9 +801,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(error)?;
         // The received file becomes the stored snapshot once the tree it fills is whole (see
         // `replace_state`).
+        let started = std::time::Instant::now();
         shared
             .replace_state(pairs, meta, || shared.snapshots.install(&mut snapshot))
             .map_err(error)?;
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            ms = started.elapsed().as_millis() as u64,
+            "raft snapshot installed"
+        );
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
