@@ -20,7 +20,9 @@
 //!   fell behind the purged log receives the snapshot. Snapshots are files beside the database
 //!   (`snapshots/`), written, sent in chunks and installed a pair at a time, never whole in
 //!   memory.
-//! - **Internode transport**: one persistent TCP connection per peer, length-delimited postcard
+//! - **Internode transport**: two persistent TCP connections per peer (frames over 64 KiB, such
+//!   as snapshot chunks and large entries, on one, so heartbeats and votes on the other never
+//!   wait behind their bytes), length-delimited postcard
 //!   frames with request ids (many requests in flight), mutual HMAC-SHA256 challenge-response on
 //!   the cluster secret before anything else, then every frame sealed (ChaCha20-Poly1305, keys
 //!   per connection and direction, sequence numbers as nonces: nothing forged or replayed opens).

@@ -1,4 +1,4 @@
-//! Openraft's network seam: each Raft RPC to a peer is one call on the shared connection.
+//! Openraft's network seam: each Raft RPC to a peer is one call on the node's connections to it.
 
 use std::sync::Arc;
 use std::time::Duration;
