@@ -85,6 +85,10 @@ enum Fault {
     /// One node's clock set ahead or behind by up to [`CLOCK_OFFSET_MS`] (within the nodes'
     /// `max_clock_skew`), then back to true time at the end: a step back when it was ahead.
     Clock,
+    /// Enough of the leader's followers that it has no quorum, SIGSTOPped for 0.4–0.9 s (less
+    /// than an election timeout) while it goes on taking writes, then resumed: every write in
+    /// that time waits longer than usual and is then committed (see [`stall`]).
+    Stall,
 }
 
 impl Fault {
@@ -98,6 +102,7 @@ impl Fault {
             Fault::IsolateLeader => "isolate-leader",
             Fault::Lagger => "lagger",
             Fault::Clock => "clock",
+            Fault::Stall => "stall",
         }
     }
 }
@@ -208,7 +213,7 @@ struct Options {
 const USAGE: &str = "\
 cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clients 10]
     [--rate OPS] [--keys 20]
-    [--nemesis partition,kill,kill-leader,pause,isolate-leader,lagger,clock,membership|none|all]
+    [--nemesis partition,kill,kill-leader,pause,isolate-leader,lagger,clock,stall,membership|none|all]
     [--seed N]
     [--out DIR] [--quick] [--snapshot-threshold N]
     [--negative-control serializable-reads|ack-before-quorum|fail-maybe-applied|
@@ -306,7 +311,9 @@ impl Control {
             Control::SerializableReads => vec![Fault::Partition],
             Control::StaleLeaseRead => vec![Fault::IsolateLeader],
             Control::AckBeforeQuorum => vec![Fault::KillLeader, Fault::IsolateLeader],
-            Control::FailMaybeApplied => vec![Fault::KillLeader, Fault::Pause],
+            // Every stall makes writes wait past the defect's 300 ms and then commits them: a
+            // fault that always exposes it (a kill or a pause of the leader only may).
+            Control::FailMaybeApplied => vec![Fault::Stall],
             // Wrong with or without faults.
             Control::ReuseVersion | Control::DropCrdtMerge => Vec::new(),
         }
@@ -470,6 +477,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
                     Fault::IsolateLeader,
                     Fault::Lagger,
                     Fault::Clock,
+                    Fault::Stall,
                 ]);
                 if backend == Backend::Raft {
                     out.push(Fault::Membership);
@@ -482,6 +490,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "isolate-leader" => out.push(Fault::IsolateLeader),
             "lagger" => out.push(Fault::Lagger),
             "clock" => out.push(Fault::Clock),
+            "stall" => out.push(Fault::Stall),
             "membership" if backend == Backend::Crdt => bail!(
                 "--nemesis membership: the crdt backend has no membership change (gossip \
                  members join and leave by themselves); use partition, kill or pause"
@@ -489,7 +498,7 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "membership" => out.push(Fault::Membership),
             other => bail!(
                 "--nemesis {other:?}: expected partition, kill, kill-leader, pause, \
-                 isolate-leader, lagger, clock, membership, none or all"
+                 isolate-leader, lagger, clock, stall, membership, none or all"
             ),
         }
     }
@@ -1935,6 +1944,17 @@ fn inject(
             let fw = firewall.context("the firewall exists for laggers")?;
             lagger(nodes, rng, fw, backend, bin, logs)?
         }
+        Fault::Stall => {
+            let (what, hit) = stall(nodes, rng);
+            // Over already: the window closes at once.
+            return Ok(Injected {
+                what,
+                undo: Box::new(|_: &mut [Node]| None),
+                over: true,
+                hit,
+                beyond_ms: None,
+            });
+        }
         Fault::Clock => {
             let (what, undo, hit, beyond_ms) = clock(nodes, rng, backend);
             return Ok(Injected {
@@ -2029,6 +2049,44 @@ fn kill_leader(
         }),
         hit,
     )
+}
+
+/// Stops enough of the leader's followers that the leader has no quorum (crdt, or no leader
+/// known: that many nodes at random) for 0.4–0.9 s, shorter than an election timeout (1 s), so
+/// the leader keeps leading, then resumes them: what it was, and the nodes stopped. A write in
+/// that time waits past its usual latency and is then committed: one answered as failed (not
+/// applied) shows up in a later read.
+fn stall(nodes: &mut [Node], rng: &mut Rng) -> (String, Vec<usize>) {
+    let n = nodes.len();
+    // A quorum is n/2 + 1: with n - n/2 nodes stopped, the rest are short of one.
+    let count = n - n / 2;
+    let leader = leader(nodes);
+    let mut hit: Vec<usize> = rng
+        .permutation(n)
+        .into_iter()
+        .filter(|i| Some(*i) != leader)
+        .take(count)
+        .collect();
+    hit.sort_unstable();
+    let held = rng.between(Duration::from_millis(400), Duration::from_millis(900));
+    for &i in &hit {
+        nodes[i].signal("-STOP");
+    }
+    std::thread::sleep(held);
+    for &i in &hit {
+        nodes[i].signal("-CONT");
+    }
+    let names: Vec<&str> = hit.iter().map(|i| nodes[*i].name.as_str()).collect();
+    let what = format!(
+        "stall {} for {:.1} s ({})",
+        names.join(","),
+        held.as_secs_f64(),
+        match leader {
+            Some(l) => format!("leader {} without a quorum", nodes[l].name),
+            None => "no leader known".to_owned(),
+        }
+    );
+    (what, hit)
 }
 
 /// Starts the `hit` nodes again on their data folders; what failed, if anything.
@@ -2895,7 +2953,8 @@ mod tests {
                 Fault::Membership,
                 Fault::IsolateLeader,
                 Fault::Lagger,
-                Fault::Clock
+                Fault::Clock,
+                Fault::Stall
             ]
         );
         // Laggers need snapshots within a fault window.
@@ -2911,7 +2970,8 @@ mod tests {
                 Fault::Pause,
                 Fault::IsolateLeader,
                 Fault::Lagger,
-                Fault::Clock
+                Fault::Clock,
+                Fault::Stall
             ]
         );
         assert_eq!(c.snapshot_threshold, None);

@@ -35,7 +35,7 @@ commands:
                  `memory` only the resident memory per key of the cluster stores against
                  store.memory (node processes)
   test-cluster [--backend raft|crdt] [--nodes 5] [--time 60s] [--clients 10] [--rate OPS]
-               [--keys 20] [--nemesis partition,kill,kill-leader,pause,isolate-leader,lagger,clock,membership|none|all] [--seed N]
+               [--keys 20] [--nemesis partition,kill,kill-leader,pause,isolate-leader,lagger,clock,stall,membership|none|all] [--seed N]
                [--out DIR] [--quick] [--snapshot-threshold N] [--negative-control NAME]
                  a Jepsen-style run of real node processes in a private network namespace,
                  with faults; checks the history; exit 0 pass, 1 violation, 2 setup failure;
@@ -205,7 +205,7 @@ fn ci() -> Result<()> {
                     "--backend",
                     "raft",
                     "--nemesis",
-                    "partition,kill,kill-leader,pause,isolate-leader,lagger,clock",
+                    "partition,kill,kill-leader,pause,isolate-leader,lagger,clock,stall",
                 ],
             ),
             (
