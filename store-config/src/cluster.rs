@@ -69,6 +69,10 @@ pub struct GossipSettings {
     pub tombstone_retention: Duration,
     /// How often durable namespaces are snapshotted when they changed (default 1 s).
     pub snapshot_interval: Duration,
+    /// The most any two members' clocks may differ (default 500 ms; `0s` turns the clock guard
+    /// off): a node further than this from most of its peers serves nothing, and a register
+    /// stamped further than this ahead of a node's clock waits until its clock gets there.
+    pub max_clock_skew: Duration,
 }
 
 /// The `cluster` section, checked.
@@ -143,6 +147,7 @@ pub(crate) const GOSSIP_FIELDS: &[&str] = &[
     "push_pull_interval",
     "tombstone_retention",
     "snapshot_interval",
+    "max_clock_skew",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +203,8 @@ struct RawGossip {
     tombstone_retention: Option<HumanDuration>,
     #[serde(default)]
     snapshot_interval: Option<HumanDuration>,
+    #[serde(default)]
+    max_clock_skew: Option<HumanDuration>,
 }
 
 /// Where a problem is: the field's dotted path, and its line and column when known.
@@ -412,6 +419,10 @@ pub(crate) fn check(
             push_pull_interval: duration(g.push_pull_interval, Duration::from_secs(5)),
             tombstone_retention: g.tombstone_retention.map_or(Duration::ZERO, Duration::from),
             snapshot_interval: duration(g.snapshot_interval, Duration::from_secs(1)),
+            // As for raft, 0 means what it says: the guard off.
+            max_clock_skew: g
+                .max_clock_skew
+                .map_or(Duration::from_millis(500), Duration::from),
         })
     });
 

@@ -261,6 +261,7 @@ pub fn crdt_node(
         config.push_pull_interval = gossip.push_pull_interval;
         config.tombstone_retention = gossip.tombstone_retention;
         config.snapshot_interval = gossip.snapshot_interval;
+        config.max_clock_skew = gossip.max_clock_skew;
         config.dir = Some(data.join("_sys").join("kvcrdt"));
         config.clock = std::sync::Arc::clone(node.shared_clock());
         config.secret = match &cluster.secret {

@@ -367,7 +367,16 @@ cluster:
         let gossip = cluster.gossip.unwrap();
         assert_eq!(gossip.join.len(), 1);
         assert_eq!(gossip.push_pull_interval, std::time::Duration::from_secs(5));
+        assert_eq!(gossip.max_clock_skew, std::time::Duration::from_millis(500));
         assert_eq!(cluster.secret, None, "loopback needs no secret");
+        let off = CLUSTER.replacen(
+            "    join: [127.0.0.1:7910]",
+            "    join: [127.0.0.1:7910]\n    max_clock_skew: 0s",
+            1,
+        );
+        let c = NodeConfig::from_str(Path::new("n.yaml"), &off).unwrap();
+        let gossip = c.cluster.unwrap().gossip.unwrap();
+        assert_eq!(gossip.max_clock_skew, std::time::Duration::ZERO, "0s: off");
     }
 
     #[test]
@@ -434,6 +443,14 @@ cluster:
         assert!(e.contains("initial_members"), "{e}");
         let e = bad("    election_timeout: 2s", "    election_timeout: soon");
         assert!(e.contains("field `cluster.raft.election_timeout`"), "{e}");
+        let e = bad(
+            "    join: [127.0.0.1:7910]",
+            "    join: [127.0.0.1:7910]\n    max_clock_skew: half a second",
+        );
+        assert!(
+            e.contains("field `cluster.gossip.max_clock_skew`") && e.contains("half a second"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use memberlist::agnostic::tokio::TokioRuntime;
-use memberlist::delegate::{CompositeDelegate, EventDelegate, NodeDelegate, VoidDelegate};
+use memberlist::delegate::{
+    CompositeDelegate, EventDelegate, NodeDelegate, PingDelegate, VoidDelegate,
+};
 use memberlist::net::{NetTransport, NetTransportOptions};
 use memberlist::proto::{
     EncryptionAlgorithm, Label, MaybeResolvedAddress, NodeId, NodeState, SecretKey,
@@ -39,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::bound::BoundTcp;
 use crate::hlc::Hlc;
 use crate::hlc::node_id;
+use crate::skew::Skew;
 use crate::state::{Merged, Space, State, Update};
 
 /// Longest node name memberlist carries.
@@ -55,6 +58,7 @@ type Delegate = CompositeDelegate<
     Membership,
     VoidDelegate<Name, SocketAddr>,
     Gossip,
+    Probe,
 >;
 type List = Memberlist<Transport, Delegate>;
 type Queue = TransmitLimitedQueue<Bcast, Arc<AtomicUsize>>;
@@ -111,6 +115,11 @@ pub struct CrdtConfig {
     pub secret: Vec<u8>,
     /// The clock of every expiry decision and of the hybrid logical clock's physical part.
     pub clock: SharedClock,
+    /// The most two members' clocks may differ. A node whose clock is further than this from
+    /// most of the cluster's serves nothing (`Unavailable`), and a register stamped further than
+    /// this ahead of a node's clock is not merged there until its clock gets within it. `0`
+    /// turns both off (a manual clock in tests).
+    pub max_clock_skew: Duration,
 }
 
 impl fmt::Debug for CrdtConfig {
@@ -125,6 +134,7 @@ impl fmt::Debug for CrdtConfig {
             .field("tombstone_retention", &self.tombstone_retention)
             .field("dir", &self.dir)
             .field("snapshot_interval", &self.snapshot_interval)
+            .field("max_clock_skew", &self.max_clock_skew)
             .field("secret", &"***")
             .finish_non_exhaustive()
     }
@@ -133,7 +143,7 @@ impl fmt::Debug for CrdtConfig {
 impl CrdtConfig {
     /// Settings with the documented defaults: push/pull every 5 s, gossip every 50 ms, no
     /// tombstone retention, no snapshots, snapshot interval 1 s, cleanup every 250 ms, no
-    /// secret, system clock.
+    /// secret, system clock, `max_clock_skew` 500 ms.
     pub fn new(name: impl Into<String>, bind: SocketAddr) -> Self {
         Self {
             name: name.into(),
@@ -148,6 +158,7 @@ impl CrdtConfig {
             cleanup_interval: Duration::from_millis(250),
             secret: Vec::new(),
             clock: system_clock(),
+            max_clock_skew: Duration::from_millis(500),
         }
     }
 }
@@ -174,6 +185,9 @@ pub struct Traffic {
     pub exchanges: AtomicU64,
     /// Writes not broadcast because the flusher was too far behind (anti-entropy carries them).
     pub unsent: AtomicU64,
+    /// Registers from peers not merged because they were stamped more than `max_clock_skew`
+    /// ahead of this node's clock.
+    pub ahead: AtomicU64,
 }
 
 /// What the engine tells its background task to send.
@@ -266,6 +280,10 @@ pub(crate) struct Shared {
     advertise: SocketAddr,
     pub(crate) state: Arc<State>,
     pub(crate) clock: SharedClock,
+    /// How this node's clock compares with its peers'.
+    pub(crate) skew: Skew,
+    /// When this node last logged a register refused for its stamp (ms), to log once a minute.
+    ahead_logged: AtomicU64,
     queue: Queue,
     /// Online members other than this node; 0 means nobody to broadcast to.
     peers_online: Arc<AtomicUsize>,
@@ -286,6 +304,23 @@ type MergeHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 impl Shared {
     fn now(&self) -> u64 {
         self.clock.now_ms()
+    }
+
+    /// The clock reading to serve a request at, or `Unavailable` when this node's clock is
+    /// beyond `max_clock_skew` from most of its peers'.
+    pub(crate) fn serving_now(&self) -> Result<u64> {
+        let now = self.now();
+        self.skew.check(now)?;
+        Ok(now)
+    }
+
+    /// The clock reading to stamp a write at: [`serving_now`](Self::serving_now), and
+    /// `Unavailable` as well while this node's hybrid clock is beyond `max_clock_skew` ahead of
+    /// its wall clock (a write would carry a stamp its peers refuse).
+    pub(crate) fn writing_now(&self) -> Result<u64> {
+        let now = self.serving_now()?;
+        self.skew.check_stamps(self.state.hlc.last_ms(), now)?;
+        Ok(now)
     }
 
     /// Queues a key just written here for the flusher, which sends its register to every
@@ -329,6 +364,25 @@ impl Shared {
                 if chosen.is_multiple_of(4) {
                     continue;
                 }
+            }
+            if self.skew.too_far_ahead(u.reg.marker.ms, now) {
+                self.traffic.ahead.fetch_add(1, Ordering::Relaxed);
+                let logged = self.ahead_logged.load(Ordering::Relaxed);
+                if now.saturating_sub(logged) >= 60_000
+                    && self
+                        .ahead_logged
+                        .compare_exchange(logged, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(
+                        key = %u.key,
+                        ahead_ms = u.reg.marker.ms - now,
+                        "kvcrdt: not merging registers stamped beyond max_clock_skew ahead of this \
+                         node's clock (a peer's clock is ahead, or this one is behind); they are \
+                         taken once this clock is within the bound (logged once a minute)"
+                    );
+                }
+                continue;
             }
             let space = self.state.space(&u.ns);
             match self
@@ -382,6 +436,34 @@ impl EventDelegate for Membership {
     }
 
     async fn notify_update(&self, _node: Arc<NodeState<Name, SocketAddr>>) {}
+}
+
+/// The memberlist ping delegate: every ack carries the acker's wall clock, and every probe that
+/// comes back measures the peer's clock against this node's ([`Skew`]).
+pub(crate) struct Probe {
+    shared: Arc<Shared>,
+}
+
+impl PingDelegate for Probe {
+    type Id = Name;
+    type Address = SocketAddr;
+
+    async fn ack_payload(&self) -> Bytes {
+        Bytes::copy_from_slice(&self.shared.now().to_le_bytes())
+    }
+
+    async fn notify_ping_complete(
+        &self,
+        node: Arc<NodeState<Name, SocketAddr>>,
+        rtt: Duration,
+        payload: Bytes,
+    ) {
+        if let Ok(ms) = <[u8; 8]>::try_from(payload.as_ref()) {
+            self.shared
+                .skew
+                .measured(node.id().as_str(), u64::from_le_bytes(ms), rtt);
+        }
+    }
 }
 
 impl NodeDelegate for Gossip {
@@ -771,6 +853,8 @@ impl CrdtEngine {
             advertise,
             state,
             clock: Arc::clone(&config.clock),
+            skew: Skew::new(config.max_clock_skew),
+            ahead_logged: AtomicU64::new(0),
             queue: TransmitLimitedQueue::new(4, Arc::clone(&nodes)),
             peers_online: Arc::new(AtomicUsize::new(0)),
             jobs,
@@ -787,6 +871,9 @@ impl CrdtEngine {
                 peers_online: Arc::clone(&shared.peers_online),
             })
             .with_node_delegate(Gossip {
+                shared: Arc::clone(&shared),
+            })
+            .with_ping_delegate(Probe {
                 shared: Arc::clone(&shared),
             });
         let mut transport = NetTransportOptions::<
@@ -911,6 +998,11 @@ impl CrdtEngine {
     /// Traffic counters.
     pub fn traffic(&self) -> &Traffic {
         &self.inner.shared.traffic
+    }
+
+    /// How many peers' clocks this node measured in the last minute (its probes' acks).
+    pub fn measured_clocks(&self) -> usize {
+        self.inner.shared.skew.measured_peers()
     }
 
     /// Tombstones waiting for collection.
@@ -1160,7 +1252,12 @@ async fn tick_task(inner: Arc<Inner>, nodes: Arc<AtomicUsize>) {
                 nodes.store(online + 1, Ordering::Relaxed);
                 inner.shared.peers_online.store(online, Ordering::Relaxed);
                 inner.shared.queue.prune(MAX_QUEUED).await;
-                cleanup(&inner);
+                inner.shared.skew.expire();
+                // A clock off from the cluster's would turn values into tombstones before (or
+                // long after) their deadline.
+                if inner.shared.serving_now().is_ok() {
+                    cleanup(&inner);
+                }
             }
             _ = snapshot_timer.tick() => {
                 if inner.config.dir.is_some()

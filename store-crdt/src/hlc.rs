@@ -80,6 +80,11 @@ impl HlcClock {
         }
     }
 
+    /// The physical milliseconds of the last reading produced or observed.
+    pub fn last_ms(&self) -> u64 {
+        self.last.load(Ordering::Acquire) >> LOGICAL_BITS
+    }
+
     /// Takes a reading from elsewhere into account: every later [`tick`](Self::tick) is greater.
     pub fn observe(&self, seen: &Hlc) {
         self.last

@@ -17,6 +17,14 @@
 //!   differ.
 //! - **Expiry**: every replica judges the register's deadline by its own clock; expired values
 //!   become tombstones of the same write.
+//! - **Clocks** ([`CrdtConfig::max_clock_skew`], default 500 ms): every probe ack carries the
+//!   peer's wall clock. A node whose clock is further than the bound from most of its peers'
+//!   (an hour ahead after a bad NTP step) serves nothing, `Unavailable`, from the first request
+//!   after the step until its clock is set right; a register stamped further than the bound
+//!   ahead of a node's clock is not merged there (nor moves its hybrid clock) until its clock
+//!   gets within the bound; a node whose hybrid clock is itself that far ahead of its wall clock
+//!   takes no writes. So one clock far ahead cannot drag every node's versions with it. With
+//!   two nodes neither clock is the odd one out: only the refusal of far-ahead stamps holds.
 //! - **Tombstones** are collected once every member this node has seen acknowledged them
 //!   (their shard digest matched), or after `tombstone_retention` when set.
 //! - **Durability**: `durable` namespaces are snapshotted under the engine's folder (temporary
@@ -25,9 +33,9 @@
 //!   under a key derived from it; a message without it is refused. Outgoing connections leave
 //!   from the node's bind address.
 //!
-//! Feature `fault-injection` (debug builds only) compiles in the `drop-crdt-merge` defect of the
-//! cluster tests' negative controls (`store_core::backend::fault`); it stays off unless a node
-//! turns it on.
+//! Feature `fault-injection` (debug builds only) compiles in the `drop-crdt-merge` and
+//! `ignore-clock-skew` defects of the cluster tests' negative controls
+//! (`store_core::backend::fault`); they stay off unless a node turns one on.
 //!
 //! ```no_run
 //! # async fn demo() -> store_core::Result<()> {
@@ -44,6 +52,7 @@
 mod bound;
 mod engine;
 pub mod hlc;
+mod skew;
 mod state;
 mod store;
 

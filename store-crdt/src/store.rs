@@ -114,7 +114,7 @@ impl CrdtStore {
             Condition::Always,
         )?;
         let shared = self.shared()?;
-        let now = shared.clock.now_ms();
+        let now = shared.writing_now()?;
         // A value from an HTTP body is a view into the connection's read buffer (kilobytes):
         // kept as it is, every stored key would pin one.
         let value = owned(value);
@@ -127,8 +127,10 @@ impl CrdtStore {
         Ok(Self::entry_of(key, &value, &written.reg))
     }
 
+    /// The clock reading to serve at, or `Unavailable` when this node's clock is off from most
+    /// of its peers' by more than `max_clock_skew`.
     fn now(&self) -> Result<u64> {
-        Ok(self.shared()?.clock.now_ms())
+        self.shared()?.serving_now()
     }
 }
 
@@ -136,29 +138,29 @@ impl CrdtStore {
 impl Store for CrdtStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>> {
         validate::key_for(&self.capabilities(), key)?;
-        let clock = &self.shared()?.clock;
+        let now = self.now()?;
         Ok(self
             .state
-            .with_live(&self.space, key, || clock.now_ms(), |v, _| v.clone()))
+            .with_live(&self.space, key, || now, |v, _| v.clone()))
     }
 
     async fn entry(&self, key: &str) -> Result<Option<Entry>> {
         validate::key_for(&self.capabilities(), key)?;
-        let clock = &self.shared()?.clock;
+        let now = self.now()?;
         Ok(self.state.with_live(
             &self.space,
             key,
-            || clock.now_ms(),
+            || now,
             |v, reg| Self::entry_of(key, v, reg),
         ))
     }
 
     async fn has(&self, key: &str) -> Result<bool> {
         validate::key_for(&self.capabilities(), key)?;
-        let clock = &self.shared()?.clock;
+        let now = self.now()?;
         Ok(self
             .state
-            .with_live(&self.space, key, || clock.now_ms(), |_, _| ())
+            .with_live(&self.space, key, || now, |_, _| ())
             .is_some())
     }
 
@@ -187,7 +189,7 @@ impl Store for CrdtStore {
     async fn delete(&self, key: &str) -> Result<bool> {
         validate::key_for(&self.capabilities(), key)?;
         let shared = self.shared()?;
-        let now = shared.clock.now_ms();
+        let now = shared.writing_now()?;
         let written = self
             .state
             .write_local(&self.space, key, Cell::TOMBSTONE, now);

@@ -32,9 +32,12 @@ pub const STALE_LEASE_READ: &str = "stale-lease-read";
 /// store.kv.crdt: a node ignores one in four registers that peers send it (chosen by key and
 /// write, so every resend of that write is ignored too).
 pub const DROP_CRDT_MERGE: &str = "drop-crdt-merge";
+/// store.kv.crdt: no clock guard: a node serves whatever its clock says, and merges (and moves
+/// its hybrid clock to) registers stamped however far ahead.
+pub const IGNORE_CLOCK_SKEW: &str = "ignore-clock-skew";
 
 /// Every defect, with what it does.
-pub const DEFECTS: [(&str, &str); 5] = [
+pub const DEFECTS: [(&str, &str); 6] = [
     (
         ACK_BEFORE_QUORUM,
         "store.kv.raft acknowledges a write once the leader's log holds it, before a quorum does",
@@ -54,6 +57,10 @@ pub const DEFECTS: [(&str, &str); 5] = [
     (
         DROP_CRDT_MERGE,
         "store.kv.crdt ignores one in four registers its peers send",
+    ),
+    (
+        IGNORE_CLOCK_SKEW,
+        "store.kv.crdt serves on any clock and merges stamps however far ahead",
     ),
 ];
 

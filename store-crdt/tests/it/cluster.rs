@@ -181,6 +181,7 @@ async fn a_new_node_joining_late_receives_the_full_state() {
     config.join = vec![cluster.addrs[1]];
     config.secret = cluster.secret.clone();
     config.clock = clock.shared();
+    config.max_clock_skew = Duration::ZERO;
     fast(&mut config);
     let late = CrdtNode::new(config);
     let store = CrdtStore::on_node(&late, "late", "plain", false).expect("view");
@@ -501,6 +502,7 @@ async fn a_node_without_the_secret_is_refused() {
         config.join = vec![cluster.addrs[0]];
         config.secret = secret.to_vec();
         config.clock = clock.shared();
+        config.max_clock_skew = Duration::ZERO;
         fast(&mut config);
         let intruder = CrdtNode::new(config);
         let store = CrdtStore::on_node(&intruder, "x", "plain", false).expect("view");

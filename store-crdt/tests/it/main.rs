@@ -5,7 +5,9 @@
 //!   three-node cluster.
 //! - `cluster`: convergence, catch-up, late joiners, no resurrection, replicated expiry,
 //!   tombstone collection, durability across restarts, the secret.
+//! - `skew`: the clock guard, with nodes an hour ahead or behind their peers.
 
 mod cluster;
 mod conformance;
+mod skew;
 mod support;
