@@ -44,6 +44,12 @@ const MAX_CLOCK_SKEW_MS: u64 = 500;
 const UNBOUNDED_SKEW_MS: u64 = 365 * 24 * 3600 * 1000;
 /// The range of a clock fault's offset beyond `max_clock_skew` (ms).
 const CLOCK_BEYOND_MS: (u64, u64) = (700, 1500);
+/// crdt: the clock fault's other offset beyond the bound, a clock an hour ahead (a wrong RTC, a
+/// bad NTP step), which must not carry every node's hybrid clock with it.
+const CLOCK_HOUR_MS: u64 = 3_600_000;
+/// crdt: how far a version may be ahead of the clients' true time besides `max_clock_skew`
+/// (the client reads its clock after the answer; the margin covers scheduling).
+const STAMP_MARGIN_MS: u64 = 100;
 /// How long after a clock fault beyond the bound ended, besides the offset itself, expiry is
 /// still not promised: a leader that stamped entries ahead leaves the state machine's clock
 /// ahead until true time catches up, and a failover meanwhile waits `max_clock_skew` more.
@@ -217,7 +223,7 @@ cargo xtask test-cluster [--backend raft|crdt] [--nodes N] [--time 60s] [--clien
     [--seed N]
     [--out DIR] [--quick] [--snapshot-threshold N]
     [--negative-control serializable-reads|ack-before-quorum|fail-maybe-applied|
-                        reuse-version|stale-lease-read|drop-crdt-merge]";
+                        reuse-version|stale-lease-read|drop-crdt-merge|ignore-clock-skew]";
 
 /// A negative control: a run whose nodes break a promise on purpose, so that its checks must
 /// find a violation (a run that finds none fails: the checks or the workload are blind to it).
@@ -231,16 +237,18 @@ pub(crate) enum Control {
     ReuseVersion,
     StaleLeaseRead,
     DropCrdtMerge,
+    IgnoreClockSkew,
 }
 
 impl Control {
-    pub(crate) const ALL: [Control; 6] = [
+    pub(crate) const ALL: [Control; 7] = [
         Control::SerializableReads,
         Control::AckBeforeQuorum,
         Control::FailMaybeApplied,
         Control::ReuseVersion,
         Control::StaleLeaseRead,
         Control::DropCrdtMerge,
+        Control::IgnoreClockSkew,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -251,6 +259,7 @@ impl Control {
             Control::ReuseVersion => "reuse-version",
             Control::StaleLeaseRead => "stale-lease-read",
             Control::DropCrdtMerge => "drop-crdt-merge",
+            Control::IgnoreClockSkew => "ignore-clock-skew",
         }
     }
 
@@ -295,12 +304,16 @@ impl Control {
                 "a node that believes it leads serves linearizable reads without asking a quorum"
             }
             Control::DropCrdtMerge => "every node ignores one in four registers its peers send",
+            Control::IgnoreClockSkew => {
+                "no clock guard: a node an hour ahead serves, and its peers merge its stamps \
+                 (every clock fault is an hour ahead)"
+            }
         }
     }
 
     fn backend(self) -> Backend {
         match self {
-            Control::DropCrdtMerge => Backend::Crdt,
+            Control::DropCrdtMerge | Control::IgnoreClockSkew => Backend::Crdt,
             _ => Backend::Raft,
         }
     }
@@ -314,6 +327,7 @@ impl Control {
             // Every stall makes writes wait past the defect's 300 ms and then commits them: a
             // fault that always exposes it (a kill or a pause of the leader only may).
             Control::FailMaybeApplied => vec![Fault::Stall],
+            Control::IgnoreClockSkew => vec![Fault::Clock],
             // Wrong with or without faults.
             Control::ReuseVersion | Control::DropCrdtMerge => Vec::new(),
         }
@@ -1548,6 +1562,7 @@ fn run_inside(options: &Options) -> Result<ExitCode> {
                 &mut rng,
                 firewall.as_ref(),
                 (options.backend, &bin, &logs),
+                options.negative_control == Some(Control::IgnoreClockSkew),
             )?;
             *shared.fault() = what.clone();
             let window = Window {
@@ -1757,25 +1772,31 @@ fn lagger(
 
 /// Sets one node's clock (the raft leader half the time) ahead or behind: two times in three by
 /// 100 ms to [`CLOCK_OFFSET_MS`], within the nodes' `max_clock_skew`; else by
-/// [`CLOCK_BEYOND_MS`], beyond it (returned: the offset). The undo sets it back to true time, a
-/// step back when it was ahead.
+/// [`CLOCK_BEYOND_MS`], beyond it (returned: the offset), or for crdt an hour ahead (every time
+/// with `hour`). The undo sets it back to true time, a step back when it was ahead.
 fn clock(
     nodes: &[Node],
     rng: &mut Rng,
     backend: Backend,
+    hour: bool,
 ) -> (String, Undo, Vec<usize>, Option<u64>) {
     let known = (backend == Backend::Raft && rng.below(2) == 0)
         .then(|| leader(nodes))
         .flatten();
     let i = known.unwrap_or_else(|| rng.below(nodes.len()));
-    let beyond = rng.below(3) == 0;
-    let size = if beyond {
+    // Two gossip nodes cannot tell whose clock is wrong, so their guard is off: beyond the bound
+    // they promise nothing about stamps.
+    let beyond = hour || (rng.below(3) == 0 && (backend == Backend::Raft || nodes.len() >= 3));
+    let hour = hour || (beyond && backend == Backend::Crdt && rng.below(2) == 0);
+    let size = if hour {
+        CLOCK_HOUR_MS
+    } else if beyond {
         let (lo, hi) = CLOCK_BEYOND_MS;
         lo + rng.below((hi - lo + 1) as usize) as u64
     } else {
         100 + rng.below(CLOCK_OFFSET_MS as usize - 99) as u64
     };
-    let offset = if rng.below(2) == 0 {
+    let offset = if hour || rng.below(2) == 0 {
         size as i64
     } else {
         -(size as i64)
@@ -1871,6 +1892,7 @@ fn inject(
     rng: &mut Rng,
     firewall: Option<&Firewall>,
     (backend, bin, logs): (Backend, &Path, &Path),
+    clock_hour: bool,
 ) -> Result<Injected> {
     let (what, undo, hit): (String, Undo, Vec<usize>) = match fault {
         Fault::Partition => {
@@ -1956,7 +1978,7 @@ fn inject(
             });
         }
         Fault::Clock => {
-            let (what, undo, hit, beyond_ms) = clock(nodes, rng, backend);
+            let (what, undo, hit, beyond_ms) = clock(nodes, rng, backend, clock_hour);
             return Ok(Injected {
                 what,
                 undo,
@@ -2613,13 +2635,17 @@ fn check(
                 .enumerate()
                 .map(|(id, r)| eventual_op(id, r))
                 .collect();
-            let v = eventual::check(&ops, finals);
+            let v = eventual::check(&ops, finals, MAX_CLOCK_SKEW_MS + STAMP_MARGIN_MS);
             vec![
                 ("convergence".into(), v.convergence),
                 ("no lost acknowledged write".into(), v.no_lost_write),
                 ("no resurrected delete".into(), v.no_resurrection),
                 ("TTL: nothing past its deadline".into(), v.ttl),
                 ("no value nobody wrote".into(), v.no_phantom),
+                (
+                    format!("stamps within max_clock_skew ({MAX_CLOCK_SKEW_MS} ms) of true time"),
+                    v.stamps,
+                ),
             ]
         }
     }
@@ -2692,6 +2718,7 @@ fn eventual_op(id: usize, r: &Record) -> eventual::Op {
         invoke: r.invoke,
         complete: r.complete,
         outcome,
+        clock_ms: r.clock_ms,
     }
 }
 
@@ -2752,9 +2779,14 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
         );
         let _ = write!(
             line,
-            "; or {}-{} ms, beyond it: {}",
+            "; or {}-{} ms{}, beyond it: {}",
             CLOCK_BEYOND_MS.0,
             CLOCK_BEYOND_MS.1,
+            if options.backend == Backend::Crdt {
+                " or an hour ahead"
+            } else {
+                ""
+            },
             if beyond.is_empty() {
                 "not drawn in this run".to_owned()
             } else {
@@ -2769,10 +2801,15 @@ fn report(options: &Options, out: &Path, run: &Run) -> Result<ExitCode> {
                              everything else is",
                             BEYOND_AFTERMATH.as_secs()
                         ),
-                        Backend::Crdt => "where last-writer-wins follows the stamps (an ahead \
-                             clock's writes win over later ones while it is ahead); the checks \
-                             judge the final state, after the clocks are back, and are promised"
-                            .to_owned(),
+                        Backend::Crdt => format!(
+                            "where that node serves nothing (the odd clock out of its \
+                             peers'), so no stamp runs ahead; every check is promised{}",
+                            if options.nodes < 3 {
+                                " (not drawn with two nodes: neither clock is the odd one out)"
+                            } else {
+                                ""
+                            }
+                        ),
                     }
                 )
             }

@@ -41,7 +41,8 @@ commands:
                  with faults; checks the history; exit 0 pass, 1 violation, 2 setup failure;
                  --negative-control NAME runs nodes with a known defect (serializable-reads,
                  ack-before-quorum, fail-maybe-applied, reuse-version, stale-lease-read,
-                 drop-crdt-merge), which a check must catch (exit 0 when caught)
+                 drop-crdt-merge, ignore-clock-skew), which a check must catch (exit 0 when
+                 caught)
   help           this text
 ";
 

@@ -2,7 +2,8 @@
 //! and the nodes had a quiet period: every node answers the same for every key; every
 //! acknowledged write is the final value or was superseded by a later write (or a delete, or
 //! its TTL); no acknowledged delete is undone; no key is visible past its deadline; nothing is
-//! read that nobody wrote.
+//! read that nobody wrote; no write is stamped, nor read with, a version further ahead of true
+//! time than the nodes' `max_clock_skew` (a clock far ahead must not carry the others with it).
 //!
 //! Versions are hybrid-logical-clock readings: a write's version is comparable with the final
 //! one. A delete reports none, so "later than the delete" is judged in real time: a value whose
@@ -11,6 +12,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::Verdict;
+
+/// The bits of a version below its milliseconds (store.kv.crdt's hybrid logical clock: `ms << 11
+/// | logical`).
+const LOGICAL_BITS: u32 = 11;
 
 /// What a client asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +68,8 @@ pub struct Op {
     pub complete: u64,
     /// What came back.
     pub outcome: Outcome,
+    /// The wall clock (Unix ms) just before sending and just after the answer.
+    pub clock_ms: (u64, u64),
 }
 
 /// One node's answer for one key after the quiet period.
@@ -91,6 +98,8 @@ pub struct Verdicts {
     pub ttl: Verdict,
     /// Every value read was written by someone.
     pub no_phantom: Verdict,
+    /// No version written or read is further ahead of true time than the bound.
+    pub stamps: Verdict,
 }
 
 fn first_failure(mut problems: Vec<String>) -> Verdict {
@@ -107,8 +116,34 @@ fn first_failure(mut problems: Vec<String>) -> Verdict {
     Verdict::Fail(format!("{}{more}", problems.join("; ")))
 }
 
-/// Runs every check on `ops` and the final reads `finals` (one per node and key).
-pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
+/// Runs every check on `ops` and the final reads `finals` (one per node and key); `ahead_ms`
+/// is how far ahead of true time a version's milliseconds may be (the nodes' `max_clock_skew`
+/// and a margin).
+pub fn check(ops: &[Op], finals: &[FinalRead], ahead_ms: u64) -> Verdicts {
+    let mut stamped = Vec::new();
+    for op in ops {
+        let version = match &op.outcome {
+            Outcome::Written { version, .. } | Outcome::Read(Some((_, version))) => *version,
+            _ => continue,
+        };
+        let ms = version >> LOGICAL_BITS;
+        let limit = op.clock_ms.1.saturating_add(ahead_ms);
+        if ms > limit {
+            stamped.push(format!(
+                "operation #{} on node {} (key {:?}) {} version {version}, stamped {} ms ahead \
+                 of true time when it was answered, beyond the {ahead_ms} ms allowed",
+                op.id,
+                op.node,
+                op.key,
+                if matches!(op.outcome, Outcome::Read(_)) {
+                    "read"
+                } else {
+                    "wrote"
+                },
+                ms - op.clock_ms.1
+            ));
+        }
+    }
     let mut by_key: BTreeMap<&str, Vec<&FinalRead>> = BTreeMap::new();
     for f in finals {
         by_key.entry(f.key.as_str()).or_default().push(f);
@@ -273,6 +308,7 @@ pub fn check(ops: &[Op], finals: &[FinalRead]) -> Verdicts {
         no_resurrection: first_failure(resurrected),
         ttl: first_failure(expired),
         no_phantom: first_failure(phantom),
+        stamps: first_failure(stamped),
     }
 }
 
@@ -289,6 +325,7 @@ mod tests {
             invoke,
             complete,
             outcome,
+            clock_ms: (0, 0),
         }
     }
 
@@ -321,6 +358,7 @@ mod tests {
             &v.no_resurrection,
             &v.ttl,
             &v.no_phantom,
+            &v.stamps,
         ]
         .iter()
         .all(|v| **v == Verdict::Pass)
@@ -340,7 +378,7 @@ mod tests {
                 Outcome::Read(Some(("a".into(), 100))),
             ),
         ];
-        let v = check(&ops, &finals(Some(("b", 101)), 3));
+        let v = check(&ops, &finals(Some(("b", 101)), 3), 600);
         assert!(all_pass(&v), "{v:?}");
     }
 
@@ -349,7 +387,7 @@ mod tests {
         let ops = vec![op(0, 0, w("a"), 0, 10, written(100))];
         let mut f = finals(Some(("a", 100)), 3);
         f[2].value = None;
-        let v = check(&ops, &f);
+        let v = check(&ops, &f, 600);
         assert!(
             matches!(v.convergence, Verdict::Fail(ref why) if why.contains("node 2")),
             "{v:?}"
@@ -362,7 +400,7 @@ mod tests {
             op(0, 0, w("a"), 0, 10, written(100)),
             op(1, 1, w("b"), 20, 30, written(200)),
         ];
-        let v = check(&ops, &finals(Some(("a", 100)), 3));
+        let v = check(&ops, &finals(Some(("a", 100)), 3), 600);
         assert!(
             matches!(v.no_lost_write, Verdict::Fail(ref why) if why.contains("#1")),
             "{v:?}"
@@ -375,7 +413,7 @@ mod tests {
             op(0, 0, Call::Delete, 0, 5, Outcome::Deleted),
             op(1, 1, w("a"), 10, 20, written(100)),
         ];
-        let v = check(&ops, &finals(None, 2));
+        let v = check(&ops, &finals(None, 2), 600);
         assert!(
             matches!(v.no_lost_write, Verdict::Fail(ref why) if why.contains("#1")),
             "{v:?}"
@@ -398,7 +436,7 @@ mod tests {
                 },
             ),
         ];
-        let v = check(&ops, &finals(None, 2));
+        let v = check(&ops, &finals(None, 2), 600);
         assert!(all_pass(&v), "{v:?}");
     }
 
@@ -408,7 +446,7 @@ mod tests {
             op(0, 0, w("a"), 0, 10, written(100)),
             op(1, 1, Call::Delete, 20, 30, Outcome::Deleted),
         ];
-        let v = check(&ops, &finals(Some(("a", 100)), 3));
+        let v = check(&ops, &finals(Some(("a", 100)), 3), 600);
         assert!(
             matches!(v.no_resurrection, Verdict::Fail(ref why) if why.contains("#1")),
             "{v:?}"
@@ -418,7 +456,7 @@ mod tests {
             op(0, 0, w("a"), 0, 25, written(100)),
             op(1, 1, Call::Delete, 20, 30, Outcome::Deleted),
         ];
-        assert!(all_pass(&check(&ops, &finals(Some(("a", 100)), 3))));
+        assert!(all_pass(&check(&ops, &finals(Some(("a", 100)), 3), 600)));
     }
 
     #[test]
@@ -434,12 +472,12 @@ mod tests {
                 expires_at: Some(900),
             },
         )];
-        let v = check(&ops, &finals(Some(("a", 100)), 2));
+        let v = check(&ops, &finals(Some(("a", 100)), 2), 600);
         assert!(
             matches!(v.ttl, Verdict::Fail(ref why) if why.contains("deadline 900")),
             "{v:?}"
         );
-        assert!(all_pass(&check(&ops, &finals(None, 2))));
+        assert!(all_pass(&check(&ops, &finals(None, 2), 600)));
     }
 
     #[test]
@@ -455,10 +493,44 @@ mod tests {
                 Outcome::Read(Some(("zzz".into(), 5))),
             ),
         ];
-        let v = check(&ops, &finals(Some(("a", 100)), 2));
+        let v = check(&ops, &finals(Some(("a", 100)), 2), 600);
         assert!(
             matches!(v.no_phantom, Verdict::Fail(ref why) if why.contains("#1")),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn a_version_stamped_far_ahead_of_true_time_fails_the_stamps() {
+        let hour_ms = 3_600_000u64;
+        let true_ms = 1_800_000_000_000u64;
+        let at = |id, node, call, outcome, ms: u64| Op {
+            clock_ms: (ms - 5, ms),
+            ..op(id, node, call, 0, 10, outcome)
+        };
+        let near = (true_ms + 400) << LOGICAL_BITS;
+        let far = (true_ms + hour_ms) << LOGICAL_BITS;
+        let within = vec![at(0, 0, w("a"), written(near), true_ms)];
+        assert_eq!(check(&within, &[], 600).stamps, Verdict::Pass);
+        let ahead = vec![
+            at(0, 0, w("a"), written(far), true_ms),
+            at(
+                1,
+                1,
+                Call::Read,
+                Outcome::Read(Some(("a".into(), far))),
+                true_ms + 10,
+            ),
+        ];
+        let v = check(&ahead, &[], 600);
+        let Verdict::Fail(why) = v.stamps else {
+            panic!("{v:?}")
+        };
+        assert!(
+            why.contains("operation #0 on node 0 (key \"k\") wrote")
+                && why.contains("3600000 ms ahead")
+                && why.contains("operation #1 on node 1 (key \"k\") read"),
+            "{why}"
         );
     }
 
@@ -519,6 +591,7 @@ mod tests {
                     invoke,
                     complete,
                     outcome,
+                    clock_ms: (0, 0),
                 });
             }
             let finals = (0..3)
@@ -538,7 +611,7 @@ mod tests {
                 seed in prop::collection::vec((any::<u8>(), any::<u8>(), any::<u16>(), any::<u16>()), 1..80),
             ) {
                 let (ops, finals) = run(seed);
-                let v = check(&ops, &finals);
+                let v = check(&ops, &finals, 600);
                 prop_assert!(all_pass(&v), "{:?}", v);
             }
         }
