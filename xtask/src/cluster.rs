@@ -441,7 +441,7 @@ fn parse(args: &[String]) -> Result<Options> {
         o.backend = control.backend();
         o.nemesis = control.nemesis();
     } else {
-        o.nemesis = parse_nemesis(&nemesis, o.backend)?;
+        o.nemesis = parse_nemesis(&nemesis)?;
     }
     if o.nodes < 2
         && o.nemesis.iter().any(|f| {
@@ -475,9 +475,9 @@ fn count(flag: &str, v: &str, lo: usize, hi: usize) -> Result<usize> {
         .with_context(|| format!("{flag} {v:?}: expected {lo} to {hi}"))
 }
 
-/// The faults `v` names; `all` is every fault that applies to `backend` (gossip has no
-/// membership change: members come and go by themselves).
-fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
+/// The faults `v` names; `all` is every fault (membership is a Raft member removed and added
+/// back, or a gossip node leaving and joining again).
+fn parse_nemesis(v: &str) -> Result<Vec<Fault>> {
     let mut out = Vec::new();
     for part in v.split(',').map(str::trim) {
         match part {
@@ -492,10 +492,8 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
                     Fault::Lagger,
                     Fault::Clock,
                     Fault::Stall,
+                    Fault::Membership,
                 ]);
-                if backend == Backend::Raft {
-                    out.push(Fault::Membership);
-                }
             }
             "partition" => out.push(Fault::Partition),
             "kill" => out.push(Fault::Kill),
@@ -505,10 +503,6 @@ fn parse_nemesis(v: &str, backend: Backend) -> Result<Vec<Fault>> {
             "lagger" => out.push(Fault::Lagger),
             "clock" => out.push(Fault::Clock),
             "stall" => out.push(Fault::Stall),
-            "membership" if backend == Backend::Crdt => bail!(
-                "--nemesis membership: the crdt backend has no membership change (gossip \
-                 members join and leave by themselves); use partition, kill or pause"
-            ),
             "membership" => out.push(Fault::Membership),
             other => bail!(
                 "--nemesis {other:?}: expected partition, kill, kill-leader, pause, \
@@ -841,6 +835,27 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the node the way an operator does (SIGTERM: it finishes its work, writes its last
+    /// snapshot and leaves the cluster); SIGKILL after `patience`. Whether it exited by itself.
+    fn terminate(&mut self, patience: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 }
 
@@ -1961,6 +1976,7 @@ fn inject(
                 hit,
             )
         }
+        Fault::Membership if backend == Backend::Crdt => gossip_churn(nodes, rng, bin, logs),
         Fault::Membership => membership(nodes, rng),
         Fault::Lagger => {
             let fw = firewall.context("the firewall exists for laggers")?;
@@ -2270,6 +2286,45 @@ fn leader_name<'a>(asked: impl IntoIterator<Item = &'a Node>) -> Option<String> 
         let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
         v["raft"]["leader"].as_str().map(str::to_owned)
     })
+}
+
+/// Gossip membership churn: one node leaves the cluster cleanly (SIGTERM: last snapshot, then
+/// memberlist's leave) while the others go on writing and deleting, so their tombstones wait on
+/// a member that is gone; at the end of the window it joins again, half the time on its old
+/// data (a restart: its stale values must not bring a deleted key back) and half the time with
+/// its data folder wiped (a machine replaced under the same name: it must catch up from
+/// nothing).
+fn gossip_churn(
+    nodes: &mut [Node],
+    rng: &mut Rng,
+    bin: &Path,
+    logs: &Path,
+) -> (String, Undo, Vec<usize>) {
+    let i = rng.below(nodes.len());
+    let wipe = rng.below(2) == 0;
+    let clean = nodes[i].terminate(Duration::from_secs(20));
+    let name = nodes[i].name.clone();
+    let mut note = if clean {
+        String::new()
+    } else {
+        " (it did not exit within 20 s of SIGTERM: killed)".to_owned()
+    };
+    if wipe && let Err(e) = std::fs::remove_dir_all(nodes[i].dir.join("data")) {
+        let _ = write!(note, " (cannot wipe its data: {e})");
+    }
+    let (bin, logs) = (bin.to_owned(), logs.to_owned());
+    (
+        format!(
+            "membership {name}: left (SIGTERM), rejoins at the end {}{note}",
+            if wipe {
+                "with its data wiped"
+            } else {
+                "on its old data"
+            }
+        ),
+        Box::new(move |nodes: &mut [Node]| restart(nodes, &[i], &bin, &logs)),
+        vec![i],
+    )
 }
 
 /// Removes a Raft member through the cluster endpoint of another node (any node forwards it
@@ -2996,7 +3051,7 @@ mod tests {
         );
         // Laggers need snapshots within a fault window.
         assert_eq!(o.snapshot_threshold, Some(LAGGER_SNAPSHOT_THRESHOLD));
-        // Gossip has no membership change: `all` leaves it out there.
+        // Gossip churn is its membership change.
         let c = parse(&args("--backend crdt --nemesis all")).unwrap();
         assert_eq!(
             c.nemesis,
@@ -3005,6 +3060,7 @@ mod tests {
                 Fault::Kill,
                 Fault::KillLeader,
                 Fault::Pause,
+                Fault::Membership,
                 Fault::IsolateLeader,
                 Fault::Lagger,
                 Fault::Clock,
@@ -3262,10 +3318,6 @@ mod tests {
             ("--nodes 0", "--nodes \"0\""),
             ("--time soon", "--time \"soon\""),
             ("--nemesis chaos", "--nemesis \"chaos\""),
-            (
-                "--backend crdt --nemesis membership",
-                "no membership change",
-            ),
             (
                 "--negative-control reuse-version --backend crdt",
                 "runs the raft backend",

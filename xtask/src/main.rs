@@ -215,7 +215,7 @@ fn ci() -> Result<()> {
                     "--backend",
                     "crdt",
                     "--nemesis",
-                    "partition,kill,lagger,clock",
+                    "partition,kill,lagger,clock,membership",
                 ],
             ),
         ];
