@@ -714,7 +714,8 @@ async fn a_write_whose_caller_gave_up_in_the_queue_is_never_applied() {
 /// saying the queue is full and that the write was not applied; it is not applied later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_past_the_full_queue_is_refused_at_once_and_never_applied() {
-    // The queue's size (the proposer holds one more while it waits for an in-flight slot).
+    // The queue's size (the proposer holds one more while it waits for an in-flight slot, once
+    // it has taken it).
     const QUEUE: usize = 16 * 1024;
     const OVER: usize = 50;
     let mut cluster = Cluster::start(3, clock().shared(), patient_writes).await;
@@ -758,10 +759,13 @@ async fn a_write_past_the_full_queue_is_refused_at_once_and_never_applied() {
             }
         }
     }
-    assert_eq!(
-        refused_keys.len(),
-        OVER,
-        "exactly the writes past the queue"
+    // The proposer holds one write beside the full queue only if it took one before the queue
+    // filled: on a busy machine the spawned writers can fill it first.
+    assert!(
+        (OVER..=OVER + 1).contains(&refused_keys.len()),
+        "exactly the writes past the queue (and the proposer's one when it had not taken it): \
+         {} refused",
+        refused_keys.len()
     );
     let after = eventually("a write after the release", || {
         store.put("after", "v".into(), PutOptions::new())
