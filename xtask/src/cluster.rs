@@ -1892,12 +1892,25 @@ struct Injected {
     what: String,
     /// What ends it.
     undo: Undo,
-    /// Over already (a fast restart).
+    /// Over already (a fast restart, a stall).
     over: bool,
     /// The nodes it acts on (killed, stopped, cut off, removed), for the per-node schedule.
     hit: Vec<usize>,
     /// A clock set beyond `max_clock_skew`: by how much (ms).
     beyond_ms: Option<u64>,
+}
+
+impl Injected {
+    /// A fault that is over already: its window closes at once, with nothing to undo.
+    fn over(what: String, hit: Vec<usize>) -> Self {
+        Self {
+            what,
+            undo: Box::new(|_: &mut [Node]| None),
+            over: true,
+            hit,
+            beyond_ms: None,
+        }
+    }
 }
 
 /// Starts `fault` on the cluster.
@@ -1938,14 +1951,7 @@ fn inject(
                         None => format!("kill {who}, restarted after {:.1} s", after.as_secs_f64()),
                         Some(e) => format!("kill {who} ({e})"),
                     };
-                    // Over already: the window closes at once.
-                    return Ok(Injected {
-                        what,
-                        undo: Box::new(|_: &mut [Node]| None),
-                        over: true,
-                        hit,
-                        beyond_ms: None,
-                    });
+                    return Ok(Injected::over(what, hit));
                 }
                 Restart::Slow => {
                     let bin = bin.to_owned();
@@ -1984,14 +1990,7 @@ fn inject(
         }
         Fault::Stall => {
             let (what, hit) = stall(nodes, rng);
-            // Over already: the window closes at once.
-            return Ok(Injected {
-                what,
-                undo: Box::new(|_: &mut [Node]| None),
-                over: true,
-                hit,
-                beyond_ms: None,
-            });
+            return Ok(Injected::over(what, hit));
         }
         Fault::Clock => {
             let (what, undo, hit, beyond_ms) = clock(nodes, rng, backend, clock_hour);
